@@ -1,0 +1,307 @@
+"""Batched image augmentation with per-image random parameters, on any device.
+
+Why not torchvision's random transforms on a batch? They draw ONE set of random parameters
+per call, so every image of a batch would get the same crop and the same colour change. The
+kernels here draw parameters per image, as a tensor of shape (N,), and apply them all at once
+(`affine_grid` + `grid_sample` for crops, `torch.where` masks for "with probability p"). On a
+GPU nothing leaves the device; on a CPU it is still much faster than a per-image PIL pipeline.
+
+Every kernel takes a float batch x of shape (N, 3, H, W) with values in [0, 1] and an optional
+`torch.Generator` (on x's device) so that a seed reproduces the same views.
+
+Infrastructure, used by every notebook; recipes from the papers at the bottom.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+STL10_MEAN = (0.4467, 0.4398, 0.4066)
+STL10_STD = (0.2603, 0.2566, 0.2713)
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL (torchvision's tensor path: 0.2989)
+
+
+def _check_batch(x: Tensor) -> None:
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a batch of RGB images (N, 3, H, W), got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"expected float images in [0, 1], got {x.dtype}; convert uint8 with to_float(x)")
+
+
+def _uniform(n: int, low: float, high: float, x: Tensor, generator) -> Tensor:
+    """(n,) samples from U[low, high] on x's device."""
+    u = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype)
+    return low + (high - low) * u
+
+
+def _coin(n: int, p: float, x: Tensor, generator) -> Tensor:
+    """(n,) bool, each True with probability p."""
+    return torch.rand(n, generator=generator, device=x.device) < p
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 (N, 3, H, W) in [0, 255] -> float32 in [0, 1]."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 images, got {images.dtype}")
+    return images.float().div_(255.0)
+
+
+def normalize(x: Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Tensor:
+    """(x - mean) / std per channel."""
+    mean = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def preprocess(images: Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Tensor:
+    """No augmentation: uint8 (N, 3, H, W) -> normalised float network input (for evaluation)."""
+    return normalize(to_float(images), mean, std)
+
+
+# ---------------------------------------------------------------- geometric
+
+def random_resized_crop(x: Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
+                        generator=None, tries: int = 10) -> Tensor:
+    """Crop a random box of each image and resize it to size x size (bilinear).
+
+    Box area ~ U[scale] * H * W, aspect ratio w/h ~ logU[ratio], as torchvision's
+    RandomResizedCrop: `tries` candidates per image, the first that fits is used; if none fits,
+    the whole image. Boxes are continuous (sub-pixel), sampled with grid_sample.
+    (N, 3, H, W) -> (N, 3, size, size)
+    """
+    _check_batch(x)
+    n, _, h, w = x.shape
+    area = torch.empty(n, tries, device=x.device).uniform_(*scale, generator=generator) * (h * w)
+    log_r = torch.empty(n, tries, device=x.device).uniform_(math.log(ratio[0]), math.log(ratio[1]),
+                                                            generator=generator)
+    bw = (area * log_r.exp()).sqrt()                                   # (N, tries) box widths
+    bh = (area / log_r.exp()).sqrt()                                   # (N, tries) box heights
+    fits = (bw <= w) & (bh <= h)
+    first = fits.float().argmax(dim=1, keepdim=True)                   # (N, 1) first fitting try
+    any_fit = fits.any(dim=1)
+    bw = torch.where(any_fit, bw.gather(1, first).squeeze(1), torch.full_like(bw[:, 0], w))
+    bh = torch.where(any_fit, bh.gather(1, first).squeeze(1), torch.full_like(bh[:, 0], h))
+    x0 = torch.rand(n, generator=generator, device=x.device) * (w - bw)  # (N,) left edge
+    y0 = torch.rand(n, generator=generator, device=x.device) * (h - bh)  # (N,) top edge
+    # affine map from output coords in [-1, 1] to input coords in [-1, 1]
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = bw / w
+    theta[:, 1, 1] = bh / h
+    theta[:, 0, 2] = (2 * x0 + bw) / w - 1
+    theta[:, 1, 2] = (2 * y0 + bh) / h - 1
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)  # (N, size, size, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def horizontal_flip(x: Tensor, p: float = 0.5, generator=None) -> Tensor:
+    """Mirror each image left-right with probability p."""
+    _check_batch(x)
+    flip = _coin(x.shape[0], p, x, generator).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(-1), x)
+
+
+# ---------------------------------------------------------------- colour
+
+def rgb_to_gray(x: Tensor) -> Tensor:
+    """(N, 3, H, W) -> (N, 1, H, W) luma."""
+    w = torch.as_tensor(GRAY_WEIGHTS, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * w).sum(dim=1, keepdim=True)
+
+
+def _blend(x: Tensor, other: Tensor, factor: Tensor) -> Tensor:
+    """factor * x + (1 - factor) * other, clamped to [0, 1]; factor (N,)."""
+    f = factor.view(-1, 1, 1, 1)
+    return (f * x + (1 - f) * other).clamp_(0, 1)
+
+
+def adjust_brightness(x: Tensor, factor: Tensor) -> Tensor:
+    """Scale intensities by factor (N,): 0 gives black, 1 the identity."""
+    return (x * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
+def adjust_contrast(x: Tensor, factor: Tensor) -> Tensor:
+    """Blend with the image's mean gray level: 0 gives flat gray, 1 the identity."""
+    mean = rgb_to_gray(x).mean(dim=(1, 2, 3), keepdim=True)             # (N, 1, 1, 1)
+    return _blend(x, mean, factor)
+
+
+def adjust_saturation(x: Tensor, factor: Tensor) -> Tensor:
+    """Blend with the grayscale image: 0 gives gray, 1 the identity."""
+    return _blend(x, rgb_to_gray(x), factor)
+
+
+def rgb_to_hsv(x: Tensor) -> Tensor:
+    """(N, 3, H, W) RGB in [0, 1] -> HSV in [0, 1] (hue as a fraction of a turn)."""
+    r, g, b = x.unbind(1)
+    maxc = x.amax(dim=1)                                               # (N, H, W)
+    minc = x.amin(dim=1)
+    delta = maxc - minc
+    s = delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc))
+    d = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
+    return torch.stack([h, s, maxc], dim=1)
+
+
+def hsv_to_rgb(hsv: Tensor) -> Tensor:
+    """Inverse of rgb_to_hsv: channel c = V - V S clamp(min(k, 4 - k), 0, 1), k = (n_c + 6H) mod 6."""
+    h, s, v = hsv.unbind(1)
+    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    k = (n + 6.0 * h.unsqueeze(1)) % 6.0                               # (N, 3, H, W)
+    return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0, 1)
+
+
+def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
+    """Rotate the hue by shift (N,), in turns (0.5 = opposite colour)."""
+    hsv = rgb_to_hsv(x)
+    hue = (hsv[:, 0] + shift.view(-1, 1, 1)) % 1.0
+    return hsv_to_rgb(torch.stack([hue, hsv[:, 1], hsv[:, 2]], dim=1))
+
+
+def color_jitter(x: Tensor, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8,
+                 generator=None) -> Tensor:
+    """With probability p, change brightness, contrast, saturation and hue of each image.
+
+    Factors ~ U[1 - s, 1 + s] (hue shift ~ U[-hue, hue]), in a random order per image, as
+    torchvision's ColorJitter does for a single image. Images not chosen get identity factors.
+    """
+    _check_batch(x)
+    n = x.shape[0]
+    on = _coin(n, p, x, generator)
+    ops, params = [], []
+    for fn, s, centre in ((adjust_brightness, brightness, 1.0), (adjust_contrast, contrast, 1.0),
+                          (adjust_saturation, saturation, 1.0), (adjust_hue, hue, 0.0)):
+        if s == 0:
+            continue                                                   # strength 0: skip the op
+        low = max(0.0, centre - s) if centre else -s
+        draw = _uniform(n, low, centre + s, x, generator)
+        ops.append(fn)
+        params.append(torch.where(on, draw, torch.full_like(draw, centre)))
+    order = torch.rand(n, len(ops), generator=generator, device=x.device).argsort(dim=1)  # (N, 4)
+    out = x.clone()
+    for slot in range(len(ops)):
+        for k, fn in enumerate(ops):
+            rows = (order[:, slot] == k).nonzero().squeeze(1)          # images doing op k now
+            if rows.numel():
+                out[rows] = fn(out[rows], params[k][rows])
+    return out
+
+
+def random_grayscale(x: Tensor, p: float = 0.2, generator=None) -> Tensor:
+    """Replace each image by its luma (kept 3-channel) with probability p."""
+    _check_batch(x)
+    gray = _coin(x.shape[0], p, x, generator).view(-1, 1, 1, 1)
+    return torch.where(gray, rgb_to_gray(x).expand_as(x), x)
+
+
+def gaussian_blur(x: Tensor, sigma=(0.1, 2.0), p: float = 0.5, kernel_size: int | None = None,
+                  generator=None) -> Tensor:
+    """With probability p, blur each image with its own sigma ~ U[sigma] (separable, reflect pad).
+
+    kernel_size defaults to about 10% of the image side, made odd (SimCLR's choice).
+    Images not chosen get a delta kernel, i.e. stay exactly as they are.
+    """
+    _check_batch(x)
+    n, c, h, w = x.shape
+    if kernel_size is None:
+        kernel_size = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    r = kernel_size // 2
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)         # (ks,)
+    s = _uniform(n, sigma[0], sigma[1], x, generator)                  # (N,)
+    kernel = torch.exp(-t.view(1, -1) ** 2 / (2 * s.view(-1, 1) ** 2))  # (N, ks)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    delta = (t == 0).to(x.dtype).expand(n, -1)
+    kernel = torch.where(_coin(n, p, x, generator).view(-1, 1), kernel, delta)
+    kernel = kernel.repeat_interleave(c, dim=0)                        # (N*3, ks) one per channel
+    y = x.reshape(1, n * c, h, w)
+    y = F.conv2d(F.pad(y, (r, r, 0, 0), mode="reflect"), kernel.view(n * c, 1, 1, -1), groups=n * c)
+    y = F.conv2d(F.pad(y, (0, 0, r, r), mode="reflect"), kernel.view(n * c, 1, -1, 1), groups=n * c)
+    return y.view(n, c, h, w)
+
+
+def random_solarize(x: Tensor, p: float = 0.2, threshold: float = 0.5, generator=None) -> Tensor:
+    """With probability p, invert every pixel value >= threshold (BYOL's second view)."""
+    _check_batch(x)
+    on = _coin(x.shape[0], p, x, generator).view(-1, 1, 1, 1)
+    return torch.where(on & (x >= threshold), 1.0 - x, x)
+
+
+# ---------------------------------------------------------------- pipelines
+
+@dataclass
+class Augment:
+    """One augmentation pipeline: crop -> flip -> colour jitter -> grayscale -> blur -> solarize
+    -> normalize, every random choice made per image. Call it on a uint8 batch:
+
+        views = augment(images_uint8, generator)       # (N, 3, size, size) normalised float
+
+    Set a probability to 0 (or a strength to 0) to switch a step off; the fields are the knobs
+    the papers ablate. `normalized=False` returns the [0, 1] views (for pictures).
+    """
+    size: int = 32
+    crop_scale: tuple = (0.08, 1.0)
+    crop_ratio: tuple = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter: tuple = (0.4, 0.4, 0.4, 0.1)   # brightness, contrast, saturation, hue
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float = 0.0
+    blur_sigma: tuple = (0.1, 2.0)
+    solarize_p: float = 0.0
+    mean: tuple = CIFAR10_MEAN
+    std: tuple = CIFAR10_STD
+
+    def __call__(self, images: Tensor, generator=None, normalized: bool = True) -> Tensor:
+        x = to_float(images)
+        x = random_resized_crop(x, self.size, self.crop_scale, self.crop_ratio, generator)
+        if self.flip_p > 0:
+            x = horizontal_flip(x, self.flip_p, generator)
+        if self.jitter_p > 0 and any(self.jitter):
+            x = color_jitter(x, *self.jitter, p=self.jitter_p, generator=generator)
+        if self.gray_p > 0:
+            x = random_grayscale(x, self.gray_p, generator)
+        if self.blur_p > 0:
+            x = gaussian_blur(x, self.blur_sigma, self.blur_p, generator=generator)
+        if self.solarize_p > 0:
+            x = random_solarize(x, self.solarize_p, generator=generator)
+        return normalize(x, self.mean, self.std) if normalized else x
+
+
+def instdisc_augment(size: int = 32, **overrides) -> Augment:
+    """InstDisc / MoCo v1: crop scale (0.2, 1), colour jitter 0.4 on all four (always on),
+    grayscale p=0.2, flip. (Wu et al. 2018 code; He et al. 2019.)"""
+    return Augment(**{**dict(size=size, crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.4),
+                             jitter_p=1.0, gray_p=0.2), **overrides})
+
+
+def simclr_augment(size: int = 32, strength: float = 0.5, blur: bool = False, **overrides) -> Augment:
+    """SimCLR: crop scale (0.08, 1), flip, colour distortion of strength s (jitter 0.8s, 0.8s,
+    0.8s, 0.2s with p=0.8, grayscale p=0.2), blur p=0.5 on ImageNet only. CIFAR uses s=0.5.
+    (Chen et al. 2020, Appendix A.)"""
+    s = strength
+    return Augment(**{**dict(size=size, crop_scale=(0.08, 1.0), jitter=(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
+                             jitter_p=0.8, gray_p=0.2, blur_p=0.5 if blur else 0.0), **overrides})
+
+
+def mocov2_augment(size: int = 32, blur: bool = True, **overrides) -> Augment:
+    """MoCo v2: crop scale (0.2, 1), jitter (0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.2, blur p=0.5."""
+    return Augment(**{**dict(size=size, crop_scale=(0.2, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8,
+                             gray_p=0.2, blur_p=0.5 if blur else 0.0), **overrides})
+
+
+def byol_augment(size: int = 32, **overrides) -> tuple[Augment, Augment]:
+    """BYOL's asymmetric pair: jitter (0.4, 0.4, 0.2, 0.1) p=0.8, grayscale p=0.2; view 1 always
+    blurred, never solarized; view 2 blurred with p=0.1, solarized with p=0.2. (Grill et al. 2020, Table 6.)"""
+    common = dict(size=size, crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2)
+    return (Augment(**{**common, "blur_p": 1.0, "solarize_p": 0.0, **overrides}),
+            Augment(**{**common, "blur_p": 0.1, "solarize_p": 0.2, **overrides}))

@@ -1,0 +1,363 @@
+"""Datasets as uint8 tensors (N, 3, H, W) + int64 labels (N,), and batches sliced on the device.
+
+Infrastructure (used by every notebook). Where load_cifar10 / load_stl10 find the images, first
+that works wins:
+  1. the decoded cache      <root>/cache/<name>-<split>[-<size>].pt  (written the first time any
+                            other source is decoded; delete it to decode again)
+  2. the official torchvision files already on disk under <root>
+  3. an offline class-folder tree <root>/<name>/<split>/<class>/<image files>
+  4. a torchvision download of the official files into <root>
+<root> is data_root(): $SSL_DATA_DIR if set, else <repo>/data. Loaders print nothing; the
+dataset's `source` says where its images came from (print `ds.describe()`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+try:  # torchvision's decoders are fast (about 3x PIL) but deprecated since 0.29: fall back to PIL without them
+    from torchvision.io import ImageReadMode, decode_image, read_file
+except ImportError:  # pragma: no cover - a future torchvision
+    decode_image = None
+
+from ssl_core.checkpoint import atomic_write
+
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No source had the dataset; the message lists every way to get it. Infrastructure."""
+
+
+def data_root() -> Path:
+    """$SSL_DATA_DIR if set, else <repo>/data. Infrastructure."""
+    env = os.environ.get("SSL_DATA_DIR")
+    return Path(env).expanduser() if env else _REPO_ROOT / "data"
+
+
+def _show(path: Path) -> str:
+    """Path relative to the repo root when inside it (stable in committed outputs), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(_REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+@dataclass
+class ImageDataset:
+    """Images and labels as tensors; `source` says where they came from. Infrastructure.
+
+    images: (N, 3, H, W) uint8;  labels: (N,) int64 indices into `classes` (-1 = unlabeled).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    source: str
+    name: str = "images"
+    split: str = ""
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"images must be a uint8 tensor (N, 3, H, W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if self.labels.dtype != torch.int64 or self.labels.shape != self.images.shape[:1]:
+            raise ValueError(f"labels must be an int64 tensor ({self.images.shape[0]},) to match the images, "
+                             f"got {self.labels.dtype} {tuple(self.labels.shape)}")
+        self.classes = list(self.classes)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def _with(self, images, labels, source) -> "ImageDataset":
+        return ImageDataset(images, labels, self.classes, source, self.name, self.split)
+
+    def to(self, device) -> "ImageDataset":
+        """A new dataset with images and labels on `device` (the uint8 images, once)."""
+        return self._with(self.images.to(device), self.labels.to(device), self.source)
+
+    def subset(self, n: int, seed: int = 0) -> "ImageDataset":
+        """n images, class-balanced: n // C from each class, the rest filled at random from what is
+        left; deterministic for a given seed, kept in the original order (the smoke profile)."""
+        if not isinstance(n, int) or not 1 <= n <= len(self):
+            raise ValueError(f"subset: n must be an int between 1 and {len(self):,} (the dataset size), got {n!r}")
+        generator = torch.Generator().manual_seed(seed)
+        labels = self.labels.cpu()
+        groups = labels.unique()  # (C,) sorted label values
+        per_class = n // len(groups)
+        chosen, left = [], []
+        for label in groups:
+            members = (labels == label).nonzero().flatten()
+            members = members[torch.randperm(len(members), generator=generator)]
+            chosen.append(members[:per_class])
+            left.append(members[per_class:])
+        left = torch.cat(left)
+        n_fill = n - sum(len(c) for c in chosen)
+        chosen.append(left[torch.randperm(len(left), generator=generator)[:n_fill]])
+        index = torch.cat(chosen).sort().values.to(self.images.device)  # (n,)
+        source = f"{self.source}; class-balanced subset of {n:,} of {len(self):,} (seed {seed})"
+        return self._with(self.images[index], self.labels[index], source)
+
+    def describe(self) -> str:
+        """One line, e.g. 'cifar10 train: 50,000 images 3x32x32, 10 classes, from <source>'."""
+        title = f"{self.name} {self.split}" if self.split else self.name
+        c, h, w = self.images.shape[1:]
+        return f"{title}: {len(self):,} images {c}x{h}x{w}, {len(self.classes)} classes, from {self.source}"
+
+
+def _check_size(size) -> None:
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ValueError(f"size must be a positive int (images become size x size), got {size!r}")
+
+
+def _resize(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, 3, size, size) uint8, antialiased bilinear, in chunks."""
+    out = []
+    for part in images.split(chunk):
+        part = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out.append(part.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _decode_file(file: Path, size: int | None) -> torch.Tensor:
+    """One image file -> (3, H, W) uint8 (or (3, size, size))."""
+    try:
+        if decode_image is None:
+            raise RuntimeError("torchvision has no image decoder")
+        image = decode_image(read_file(str(file)), mode=ImageReadMode.RGB)
+    except RuntimeError:  # a format torchvision cannot decode (bmp, tiff ...), or no decoder: ask PIL
+        import numpy as np
+        from PIL import Image
+        with Image.open(file) as pil:
+            image = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)  # (H,W,3) -> (3,H,W)
+    if size is not None and tuple(image.shape[1:]) != (size, size):
+        image = _resize(image[None], size)[0]
+    return image
+
+
+def load_image_folder(path, size: int | None = None, classes=None) -> ImageDataset:
+    """Any class-folder tree <path>/<class>/<image files> -> ImageDataset. Infrastructure.
+
+    classes: the class folders to read, in label order (default: all folders, sorted by name).
+    Files are read in sorted name order. All images must share one size unless `size` is given,
+    then each is resized (antialiased, aspect ratio not kept) to size x size.
+    """
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise DatasetNotFoundError(f"no folder {path}; load_image_folder expects <path>/<class>/<image files>")
+    _check_size(size)
+    folders = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = folders if classes is None else list(classes)
+    missing = [c for c in classes if c not in folders]
+    if missing or not classes:
+        raise ValueError(f"{path} must hold one folder per class (<path>/<class>/<image files>); "
+                         f"missing class folders {missing}, found {folders}")
+    files, labels = [], []
+    for label, name in enumerate(classes):
+        found = sorted(p for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise ValueError(f"class folder {path / name} has no image files ({', '.join(IMAGE_SUFFIXES)})")
+        files += found
+        labels += [label] * len(found)
+    chunks = [files[i:i + 512] for i in range(0, len(files), 512)]
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision are deprecated")
+        decoded = [img for part in pool.map(lambda fs: [_decode_file(f, size) for f in fs], chunks) for img in part]
+    for file, image in zip(files, decoded):
+        if image.shape != decoded[0].shape:
+            raise ValueError(f"images in {path} differ in size: {files[0].name} is {tuple(decoded[0].shape[1:])}, "
+                             f"{file.relative_to(path)} is {tuple(image.shape[1:])}; pass size=... to resize every "
+                             "image to size x size")
+    return ImageDataset(torch.stack(decoded), torch.tensor(labels, dtype=torch.int64), classes,
+                        f"class-folder tree {_show(path)}", name=path.name)
+
+
+@dataclass(frozen=True)
+class _Official:
+    """What differs between the official datasets (an argument, not a registry)."""
+    name: str
+    title: str
+    classes: tuple
+    splits: tuple
+    folder_splits: tuple
+    archive: str
+    read_torchvision: Callable  # (root, split, download) -> (images, labels, source)
+
+
+def _read_torchvision_cifar10(root: Path, split: str, download: bool):
+    ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
+    images = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # (N,32,32,3) -> (N,3,32,32)
+    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    return images, labels, f"official torchvision files {_show(root / 'cifar-10-batches-py')}"
+
+
+def _read_torchvision_stl10(root: Path, split: str, download: bool):
+    ds = torchvision.datasets.STL10(str(root), split=split, download=download)
+    images = torch.as_tensor(ds.data).contiguous()  # already (N,3,96,96)
+    labels = torch.as_tensor(ds.labels, dtype=torch.int64)  # -1 for 'unlabeled'
+    return images, labels, f"official torchvision files {_show(root / 'stl10_binary')}"
+
+
+_CIFAR10 = _Official("cifar10", "CIFAR-10", CIFAR10_CLASSES, ("train", "test"), ("train", "test"),
+                     "cifar10-jpeg.tar.gz", _read_torchvision_cifar10)
+_STL10 = _Official("stl10", "STL-10", STL10_CLASSES, ("train", "test", "unlabeled"), ("train", "test"),
+                   "stl10-labelled-png.tar.gz", _read_torchvision_stl10)
+
+
+def _read_cache(path: Path, classes: tuple):
+    """(images, labels, origin) from a decoded cache, or None when absent or unusable."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, weights_only=True)
+        images, labels, origin = blob["images"], blob["labels"], str(blob["source"])
+        if tuple(blob["classes"]) != classes or images.dtype != torch.uint8 or labels.shape != images.shape[:1]:
+            raise ValueError("unexpected content")
+    except Exception as error:
+        warnings.warn(f"ignoring the unreadable decoded cache {path} ({error}); decoding again")
+        return None
+    return images, labels, origin
+
+
+def _write_cache(path: Path, images, labels, classes, origin) -> None:
+    blob = {"images": images, "labels": labels, "classes": list(classes), "source": origin}
+    try:
+        atomic_write(path, lambda f: torch.save(blob, f))
+    except OSError as error:
+        warnings.warn(f"could not write the decoded cache {path} ({error}); the next load decodes again")
+
+
+def _not_found(spec: _Official, split: str, root: Path, tried: list[str]) -> DatasetNotFoundError:
+    where = _show(root)
+    if split in spec.folder_splits:
+        archive = f"unpack the offline archive (from the repo root): tar -xzf ../shared/data/{spec.archive} -C {where}/"
+    else:
+        archive = f"(the offline archive {spec.archive} has no '{split}' split; only the official files do)"
+    lines = [f"{spec.title} '{split}' not found under {where}/. Tried, in order:", *[f"  - {t}" for t in tried],
+             "Fix it one of these ways:",
+             f"  1. go online and load again: torchvision downloads the official files into {where}/",
+             f"  2. {archive}",
+             f"  3. point SSL_DATA_DIR at a folder that has them (the official files, "
+             f"or {spec.name}/<split>/<class>/<image files>)",
+             "  4. use your own images: load_image_folder(path) reads any <path>/<class>/<image files> tree"]
+    return DatasetNotFoundError("\n".join(lines))
+
+
+def _decode_first_available(spec: _Official, split: str, root: Path, tried: list[str]):
+    """(images, labels, origin) from official files, a class-folder tree, or a download."""
+    try:
+        return spec.read_torchvision(root, split, False)
+    except Exception as error:
+        tried.append(f"official torchvision files under {_show(root)}: not usable ({type(error).__name__})")
+    tree = root / spec.name / split
+    if split in spec.folder_splits and tree.is_dir():
+        folder = load_image_folder(tree, classes=spec.classes)
+        origin = folder.source
+        if spec is _STL10 and split == "test":
+            origin += (" (offline copy: this 'test' is a held-out part of the official STL-10 train split, "
+                       "not the official test set; accuracies are not comparable with published STL-10 numbers)")
+        return folder.images, folder.labels, origin
+    why = "not there" if split in spec.folder_splits else f"offline copies have no '{split}' split"
+    tried.append(f"class-folder tree {_show(tree)}: {why}")
+    try:
+        return spec.read_torchvision(root, split, True)
+    except Exception as error:
+        tried.append(f"download with torchvision into {_show(root)}: failed ({type(error).__name__}: {error})")
+    raise _not_found(spec, split, root, tried)
+
+
+def _load_official(spec: _Official, split: str, root, size: int | None) -> tuple[ImageDataset, str]:
+    """(dataset, origin) from the first source that works; writes the decoded cache."""
+    if split not in spec.splits:
+        raise ValueError(f"{spec.title} has no split {split!r}; valid splits: {', '.join(spec.splits)}")
+    _check_size(size)
+    root = Path(root).expanduser() if root is not None else data_root()
+    cache = root / "cache" / (f"{spec.name}-{split}.pt" if size is None else f"{spec.name}-{split}-{size}.pt")
+    cached = _read_cache(cache, spec.classes)
+    if cached is not None:
+        images, labels, origin = cached
+        source = f"decoded cache {_show(cache)} (from {origin})"
+        return ImageDataset(images, labels, list(spec.classes), source, spec.name, split), origin
+    if size is None:
+        tried = [f"decoded cache {_show(cache)}: not there"]
+        images, labels, origin = _decode_first_available(spec, split, root, tried)
+    else:  # resize the full-size images (from their own cache when there is one)
+        full, full_origin = _load_official(spec, split, root, None)
+        images, labels, origin = _resize(full.images, size), full.labels, f"{full_origin}, resized to {size}x{size}"
+    _write_cache(cache, images, labels, spec.classes, origin)
+    return ImageDataset(images, labels, list(spec.classes), origin, spec.name, split), origin
+
+
+def load_cifar10(split: str = "train", root=None) -> ImageDataset:
+    """CIFAR-10 'train' (50,000) or 'test' (10,000): (N, 3, 32, 32) uint8, official class order.
+    root: the data folder (default data_root()). Infrastructure."""
+    return _load_official(_CIFAR10, split, root, None)[0]
+
+
+def load_stl10(split: str = "train", root=None, size: int | None = None) -> ImageDataset:
+    """STL-10 'train' (5,000), 'test' (8,000) or 'unlabeled' (100,000, labels -1, official files
+    only): (N, 3, 96, 96) uint8, official class order; size: square resize (antialiased), e.g. 64
+    for laptop budgets. The offline copy has train 4,000 / test 1,000, and its 'test' is a held-out
+    part of the official train split (its `source` says so). Infrastructure."""
+    return _load_official(_STL10, split, root, size)[0]
+
+
+class OnDeviceLoader:
+    """randperm + slicing over tensors already on the device; no DataLoader, no per-image Python.
+
+    Yields (idx, x, y): idx (N,) int64 sample indices (memory banks need them), x (N, 3, H, W) uint8
+    = images[idx], y (N,) = labels[idx] (-1 when no labels were given), all on the images' device.
+    With a seed, the sequence of epochs is reproducible (the same on every device); without one,
+    the global torch RNG (seed_everything) decides. Infrastructure (airbench style).
+    """
+
+    def __init__(self, dataset_or_images, labels=None, batch_size=256, shuffle=True, drop_last=True,
+                 seed: int | None = None):
+        if isinstance(dataset_or_images, ImageDataset):
+            if labels is not None:
+                raise ValueError("OnDeviceLoader: labels come from the dataset; "
+                                 "pass labels only with a bare images tensor")
+            images, labels = dataset_or_images.images, dataset_or_images.labels
+        else:
+            images = dataset_or_images
+            if labels is None:
+                labels = torch.full((len(images),), -1, dtype=torch.int64, device=images.device)
+        if len(labels) != len(images) or labels.device != images.device:
+            raise ValueError(f"labels ({len(labels)} on {labels.device}) must match images "
+                             f"({len(images)} on {images.device}); move both with .to(device)")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if drop_last and batch_size > len(images):
+            raise ValueError(f"batch_size {batch_size} > {len(images)} images with drop_last=True gives no "
+                             "batches at all; lower batch_size or pass drop_last=False")
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.images)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.images)
+        if self.shuffle:  # drawn on the CPU so a seed gives the same order on every device
+            order = torch.randperm(n, generator=self.generator).to(self.images.device)  # (n,)
+        else:
+            order = torch.arange(n, device=self.images.device)  # (n,)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start:start + self.batch_size]  # (N,)
+            yield idx, self.images[idx], self.labels[idx]

@@ -1,0 +1,67 @@
+"""Losses: pure functions of network outputs -> scalar (a module only where there is state).
+
+Shape legend (the whole package):
+    N batch, D embedding, M bank/queue entries (m sampled negatives), K prototypes,
+    V views, C classes.
+Features entering a contrastive loss are L2-normalised, so a dot product is a cosine.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def nonparametric_softmax_loss(v: Tensor, bank: Tensor, idx: Tensor, tau: float = 0.07) -> Tensor:
+    """InstDisc's exact objective (Wu et al. 2018, eq. 2): every image is its own class.
+
+    P(i | v) = exp(v_i . v / tau) / sum_j exp(v_j . v / tau), over all M memory vectors v_j;
+    loss = -mean log P(idx | v). Costs O(M) per sample, hence the NCE approximation below.
+    v (N, D) unit rows, bank (M, D) unit rows, idx (N,) the sample's own row in the bank.
+
+    Built in: notebooks/01_instdisc.ipynb
+    """
+    logits = torch.einsum("nd,md->nm", v, bank) / tau                  # (N, M)
+    return F.cross_entropy(logits, idx)
+
+
+def estimate_log_Z(neg_dots: Tensor, tau: float, n_data: int) -> Tensor:
+    """Monte-Carlo estimate of InstDisc's normaliser, Z ~= n E_j[exp(v_j . v / tau)] (eq. 6-7),
+    from the dot products with the m random bank rows of one batch. The paper computes it once,
+    on the first batch, and keeps it fixed. neg_dots (N, m) -> scalar log Z (detached).
+
+    Built in: notebooks/01_instdisc.ipynb
+    """
+    log_mean = torch.logsumexp(neg_dots.detach().flatten() / tau, dim=0) - math.log(neg_dots.numel())
+    return log_mean + math.log(n_data)
+
+
+def instdisc_nce_loss(pos_dots: Tensor, neg_dots: Tensor, log_Z: Tensor | float, tau: float = 0.07,
+                      n_data: int | None = None) -> Tensor:
+    """Noise-contrastive estimation of the non-parametric softmax (Wu et al. 2018, eq. 3-5).
+
+    P(i | v) = exp(v_i . v / tau) / Z; noise P_n = 1/n (uniform over the n images), m noise
+    samples per positive. The posterior that i came from the data, not the noise, is
+        h(i, v) = P(i | v) / (P(i | v) + m P_n(i)),
+    and J_NCE = -E_data[log h(i, v)] - m E_noise[log(1 - h(i, v'))].
+    With a = v_i . v / tau - log Z and b = log(m / n), log h = -softplus(b - a) and
+    log(1 - h) = -softplus(a - b): a logistic regression with bias b.
+
+    pos_dots (N,) with the own bank row, neg_dots (N, m) with m random bank rows.
+    Returns the batch mean of -log h(pos) - sum_j log(1 - h(neg_j)).
+
+    Built in: notebooks/01_instdisc.ipynb
+    """
+    if pos_dots.dim() != 1 or neg_dots.dim() != 2 or neg_dots.shape[0] != pos_dots.shape[0]:
+        raise ValueError(f"expected pos_dots (N,) and neg_dots (N, m), got {tuple(pos_dots.shape)} "
+                         f"and {tuple(neg_dots.shape)}")
+    if n_data is None:
+        raise ValueError("n_data (the number of training images, the size of the memory bank) is required")
+    m = neg_dots.shape[1]
+    b = math.log(m / n_data)                                           # log(m P_n)
+    a_pos = pos_dots / tau - log_Z                                     # (N,)
+    a_neg = neg_dots / tau - log_Z                                     # (N, m)
+    return (F.softplus(b - a_pos) + F.softplus(a_neg - b).sum(dim=1)).mean()

@@ -1,0 +1,107 @@
+"""Run budgets: one switch (SSL_PROFILE) scales every notebook from a CI smoke test to a GPU run.
+
+Infrastructure (used by every notebook's setup cell):
+
+    profile = get_profile()                       # $SSL_PROFILE, default "auto"
+    epochs = profile.pick(smoke=1, laptop=15, gpu=200)
+
+| profile | device          | data                            | budget                             |
+|---------|-----------------|---------------------------------|------------------------------------|
+| smoke   | cpu, always     | 2,000 train / 1,000 test images | whole notebook well under 2 min    |
+| laptop  | cpu, always     | full                            | main training <= 5 min on 2 cores  |
+| gpu     | cuda (required) | full                            | the paper's recipe at CIFAR scale  |
+| auto    | gpu if CUDA is available, else laptop                                                     |
+
+smoke and laptop run on the CPU even where CUDA exists: they define a CPU budget, and the
+committed notebook outputs come from laptop runs, so they must mean the same on every machine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import random
+from dataclasses import dataclass
+
+import torch
+
+PROFILES = ("smoke", "laptop", "gpu")
+
+
+def describe_device(device) -> str:
+    """'cpu (2 threads)' or 'cuda (NVIDIA H100 80GB HBM3)'. Infrastructure."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A run budget. n_train / n_test: how many images to use (None = the full split). Infrastructure."""
+
+    name: str
+    device: torch.device
+    n_train: int | None
+    n_test: int | None
+
+    def pick(self, **values):
+        """The value for this profile: profile.pick(smoke=1, laptop=15, gpu=200) -> 15 under laptop."""
+        unknown = [key for key in values if key not in PROFILES]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(key, PROFILES, n=1)
+                hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+            raise ValueError(f"pick(): unknown profile names {', '.join(hints)}; "
+                             f"valid names: {', '.join(PROFILES)}")
+        if self.name not in values:
+            raise ValueError(f"pick(): no value for the current profile {self.name!r} "
+                             f"(got {', '.join(values) or 'none'}); "
+                             f"give one for each of {', '.join(PROFILES)}, e.g. pick(smoke=1, laptop=15, gpu=200)")
+        return values[self.name]
+
+    def describe(self) -> str:
+        """'profile laptop on cpu (2 threads)' / 'profile gpu on cuda (NVIDIA H100 80GB HBM3)'."""
+        return f"profile {self.name} on {describe_device(self.device)}"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile named `name`, else $SSL_PROFILE, else "auto" (gpu with CUDA, otherwise laptop).
+
+    smoke and laptop always run on the CPU; gpu needs CUDA. Infrastructure.
+    """
+    requested = name if name is not None else os.environ.get("SSL_PROFILE", "auto")
+    chosen = str(requested).strip().lower() or "auto"
+    if chosen == "auto":
+        chosen = "gpu" if torch.cuda.is_available() else "laptop"
+    if chosen not in PROFILES:
+        origin = "get_profile()" if name is not None else "SSL_PROFILE"
+        raise ValueError(f"unknown profile {requested!r} (from {origin}); valid names: {', '.join(PROFILES)}, auto. "
+                         "Set it with the environment variable (SSL_PROFILE=laptop) "
+                         "or in code (get_profile(\"laptop\")).")
+    if chosen == "gpu" and not torch.cuda.is_available():
+        raise ValueError("profile 'gpu' needs CUDA, and torch.cuda.is_available() is False on this machine; "
+                         "use the CPU budget instead: SSL_PROFILE=laptop (or get_profile(\"laptop\")).")
+    if chosen == "smoke":
+        return Profile("smoke", torch.device("cpu"), n_train=2000, n_test=1000)
+    device = torch.device("cuda" if chosen == "gpu" else "cpu")
+    return Profile(chosen, device, n_train=None, n_test=None)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's random, torch (CPU and all GPUs) and numpy if installed; return a fresh
+    torch.Generator seeded with `seed` for code that wants its own stream. Infrastructure."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    try:
+        import numpy
+    except ImportError:
+        pass
+    else:
+        numpy.random.seed(seed % 2**32)
+    return torch.Generator().manual_seed(seed)

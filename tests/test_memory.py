@@ -1,0 +1,59 @@
+"""MemoryBank: the proximal update from InstDisc Sec. 3.3, invariants, checkpointing."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ssl_core.memory import MemoryBank
+
+
+def test_rows_start_unit_norm_and_seeded():
+    bank = MemoryBank(100, 16, seed=3)
+    torch.testing.assert_close(bank.memory.norm(dim=1), torch.ones(100))
+    torch.testing.assert_close(bank.memory, MemoryBank(100, 16, seed=3).memory)
+    assert len(bank) == 100
+
+
+def test_update_is_normalised_momentum_mix_of_touched_rows_only():
+    bank = MemoryBank(10, 4, momentum=0.5)
+    before = bank.memory.clone()
+    idx = torch.tensor([2, 7])
+    f = F.normalize(torch.randn(2, 4), dim=1)
+    bank.update_(idx, f)
+    for row, fi in zip(idx.tolist(), f):
+        mixed = 0.5 * before[row] + 0.5 * fi                    # v <- normalize(m v + (1 - m) f)
+        torch.testing.assert_close(bank.memory[row], mixed / mixed.norm())
+    untouched = [i for i in range(10) if i not in (2, 7)]
+    torch.testing.assert_close(bank.memory[untouched], before[untouched])
+    torch.testing.assert_close(bank.memory.norm(dim=1), torch.ones(10))
+
+
+def test_momentum_zero_copies_features_and_update_takes_no_grad():
+    bank = MemoryBank(5, 3, momentum=0.0)
+    f = F.normalize(torch.randn(2, 3), dim=1).requires_grad_()
+    bank.update_(torch.tensor([0, 4]), f)
+    torch.testing.assert_close(bank.memory[[0, 4]], f.detach())
+    assert not bank.memory.requires_grad
+
+
+def test_sample_draws_rows_of_the_bank():
+    bank = MemoryBank(50, 8)
+    g = torch.Generator().manual_seed(0)
+    neg = bank.sample(32, generator=g)
+    assert neg.shape == (32, 8)
+    hits = (neg @ bank.memory.T - 1).abs() < 1e-5                # every sample equals some row
+    assert hits.any(dim=1).all()
+    torch.testing.assert_close(neg, bank.sample(32, generator=torch.Generator().manual_seed(0)))
+
+
+def test_bank_is_a_buffer_in_state_dict():
+    bank = MemoryBank(6, 4, seed=0)
+    other = MemoryBank(6, 4, seed=1)
+    other.load_state_dict(bank.state_dict())
+    torch.testing.assert_close(other.memory, bank.memory)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="momentum"):
+        MemoryBank(5, 3, momentum=1.0)
+    with pytest.raises(ValueError, match=r"features must be \(N, 3\)"):
+        MemoryBank(5, 3).update_(torch.tensor([0, 1]), torch.zeros(2, 4))

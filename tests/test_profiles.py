@@ -1,0 +1,86 @@
+"""Tests for ssl_core.profiles: the SSL_PROFILE switch, pick(), clear errors, seeding."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from ssl_core.profiles import PROFILES, Profile, describe_device, get_profile, seed_everything
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+
+
+def test_environment_variable_is_respected(monkeypatch):
+    monkeypatch.setenv("SSL_PROFILE", "smoke")
+    assert get_profile() == Profile("smoke", torch.device("cpu"), n_train=2000, n_test=1000)
+    monkeypatch.setenv("SSL_PROFILE", " Laptop ")
+    assert get_profile().name == "laptop"
+    assert get_profile("smoke").name == "smoke"  # an explicit name wins over the environment
+
+
+def test_auto_picks_laptop_without_cuda_and_gpu_with_it(monkeypatch, no_cuda):
+    monkeypatch.delenv("SSL_PROFILE", raising=False)
+    assert get_profile() == Profile("laptop", torch.device("cpu"), None, None)
+    assert get_profile("auto").name == "laptop"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_profile() == Profile("gpu", torch.device("cuda"), None, None)
+
+
+def test_smoke_and_laptop_stay_on_the_cpu_even_with_cuda(fake_cuda):
+    assert get_profile("smoke").device == get_profile("laptop").device == torch.device("cpu")
+    assert get_profile("gpu").device == torch.device("cuda")
+
+
+def test_unknown_name_lists_valid_names_and_how_to_set_it(monkeypatch):
+    with pytest.raises(ValueError) as info:
+        get_profile("labtop")
+    for text in ("'labtop'", "smoke, laptop, gpu, auto", "SSL_PROFILE=laptop", 'get_profile("laptop")'):
+        assert text in str(info.value)
+    monkeypatch.setenv("SSL_PROFILE", "fast")
+    with pytest.raises(ValueError, match="'fast' \\(from SSL_PROFILE\\)"):
+        get_profile()
+
+
+def test_gpu_without_cuda_says_to_use_laptop(no_cuda):
+    with pytest.raises(ValueError, match="needs CUDA.*SSL_PROFILE=laptop"):
+        get_profile("gpu")
+
+
+def test_pick_returns_this_profiles_value_and_rejects_typos_and_gaps():
+    laptop = Profile("laptop", torch.device("cpu"), None, None)
+    assert laptop.pick(smoke=1, laptop=15, gpu=200) == 15
+    assert Profile("smoke", torch.device("cpu"), 2000, 1000).pick(smoke="a", laptop="b", gpu="c") == "a"
+    with pytest.raises(ValueError, match="'labtop' \\(did you mean 'laptop'\\?\\)"):
+        laptop.pick(smoke=1, labtop=15, gpu=200)
+    with pytest.raises(ValueError, match="no value for the current profile 'laptop' \\(got smoke, gpu\\)"):
+        laptop.pick(smoke=1, gpu=200)
+    assert laptop.pick(laptop=None) is None  # None is a value, not a gap
+
+
+def test_describe_names_profile_and_device():
+    assert Profile("laptop", torch.device("cpu"), None, None).describe() == \
+        f"profile laptop on cpu ({torch.get_num_threads()} threads)"
+    assert describe_device("meta") == "meta"
+    assert PROFILES == ("smoke", "laptop", "gpu")
+
+
+def test_seed_everything_makes_every_generator_repeat():
+    def draw(generator):
+        return (random.random(), np.random.rand(), torch.rand(3).tolist(), torch.rand(2, generator=generator).tolist())
+
+    first = draw(seed_everything(7))
+    second = draw(seed_everything(7))
+    other = draw(seed_everything(8))
+    assert first == second and first != other
+    assert isinstance(seed_everything(0), torch.Generator)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        seed_everything(1.5)
