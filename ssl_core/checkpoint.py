@@ -164,3 +164,16 @@ def checkpoint_path(name: str, profile_name, hparams: dict, root=None) -> Path:
     if root is None:
         root = os.environ.get("SSL_CHECKPOINT_DIR") or _REPO_ROOT / "checkpoints"
     return Path(root).expanduser() / f"{name}-{profile_name}-{hparams_hash(hparams)}.pt"
+
+
+def resume(path, **objects) -> dict:
+    """Train-or-load: restore `path` into the given objects and return its plain values, or
+    return a fresh start {"epoch": 0, "history": [], "train_seconds": 0.0} when there is no file.
+
+    A notebook's loop runs `for epoch in range(state["epoch"], epochs)` and saves a checkpoint
+    after every epoch: a finished run is skipped on re-run, an interrupted one goes on from its
+    last saved epoch. Infrastructure.
+    """
+    state = {"epoch": 0, "history": [], "train_seconds": 0.0}
+    state.update(load_checkpoint(path, **objects) or {})
+    return state

@@ -115,7 +115,7 @@ def show_augmentations(images: Tensor, augment: Callable[[Tensor], Tensor], n_vi
     for col, batch in enumerate(columns):
         axes[0, col].set_title("original" if col == 0 else f"view {col}", fontsize=9)
         for row in range(n):
-            axes[row, col].imshow(batch[row])
+            axes[row, col].imshow(batch[row], interpolation="nearest")
             axes[row, col].axis("off")
     if title:
         fig.suptitle(title)
@@ -311,12 +311,12 @@ def show_neighbours(query_images: Tensor, query_labels: Tensor, gallery_images: 
     fig, axes = _new_figure(cell * (1 + k), (cell + 0.25) * q + 0.4, rows=q, cols=1 + k)
     for row in range(q):
         query_class = int(query_labels[row])
-        axes[row, 0].imshow(queries[row])
+        axes[row, 0].imshow(queries[row], interpolation="nearest")
         _frame_only(axes[row, 0], "black", 1.0)
         axes[row, 0].set_xlabel(classes[query_class], fontsize=8, fontweight="bold")
         for j in range(k):
             ax = axes[row, 1 + j]
-            ax.imshow(neighbours[row * k + j])
+            ax.imshow(neighbours[row * k + j], interpolation="nearest")
             same = int(gallery_labels[idx[row, j]]) == query_class
             _frame_only(ax, SAME_CLASS_COLOUR if same else OTHER_CLASS_COLOUR, 3.0)
             ax.set_xlabel(f"{sims[row, j].item():.2f}", fontsize=7)

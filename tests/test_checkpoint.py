@@ -132,3 +132,17 @@ def test_checkpoint_path_hash_is_stable_and_follows_every_knob(tmp_path, monkeyp
 def test_atomic_write_writes_whole_file(tmp_path):
     path = atomic_write(tmp_path / "a" / "b.txt", lambda f: f.write(b"hello"))
     assert path.read_bytes() == b"hello" and sorted(p.name for p in path.parent.iterdir()) == ["b.txt"]
+
+
+def test_resume_starts_fresh_then_continues(tmp_path):
+    from ssl_core.checkpoint import resume
+
+    path = tmp_path / "run.pt"
+    model = torch.nn.Linear(3, 2)
+    state = resume(path, model=model)
+    assert state == {"epoch": 0, "history": [], "train_seconds": 0.0}
+    save_checkpoint(path, model=model, epoch=2, history=[{"loss": 1.0}, {"loss": 0.5}], train_seconds=3.5)
+    other = torch.nn.Linear(3, 2)
+    state = resume(path, model=other)
+    assert state["epoch"] == 2 and state["history"][-1] == {"loss": 0.5} and state["train_seconds"] == 3.5
+    torch.testing.assert_close(other.weight, model.weight)
