@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e ".[dev]"
 	touch $(STAMP)
 
+# (as root, e.g. in a container, JupyterLab refuses to start without --allow-root)
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: unit notebooks
 
@@ -33,6 +34,7 @@ results: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/augment_throughput.py
+	$(BIN)/python benchmarks/data_load.py --fresh
 
 clean:
 	rm -rf checkpoints results/smoke .pytest_cache

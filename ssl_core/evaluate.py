@@ -67,6 +67,14 @@ def _check_features(features: Tensor, name: str) -> None:
 
 # --- features ------------------------------------------------------------------------------------
 
+def _check_feature_pair(train_features: Tensor, test_features: Tensor) -> None:
+    _check_features(train_features, "train_features")
+    _check_features(test_features, "test_features")
+    if train_features.shape[1] != test_features.shape[1]:
+        raise ValueError(f"feature dimensions differ: train_features has D={train_features.shape[1]}, "
+                         f"test_features has D={test_features.shape[1]}; extract both with the same model.")
+
+
 @torch.no_grad()
 def extract_features(model: nn.Module, images: Tensor, preprocess: Preprocess,
                      batch_size: int = 512) -> Tensor:
@@ -153,11 +161,7 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
 
     Built in: notebooks/01_instdisc.ipynb
     """
-    _check_features(train_features, "train_features")
-    _check_features(test_features, "test_features")
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(f"feature dimensions differ: train_features has D={train_features.shape[1]}, "
-                         f"test_features has D={test_features.shape[1]}; extract both with the same model.")
+    _check_feature_pair(train_features, test_features)
     _check_positive_int(num_classes, "num_classes")
     _check_labels(train_labels, train_features.shape[0], num_classes, "train_labels")
     _check_positive_int(k, "k")
@@ -237,11 +241,7 @@ def fit_linear_classifier(train_features: Tensor, train_labels: Tensor, test_fea
 
     Built in: notebooks/01_instdisc.ipynb (used for the papers' linear-evaluation numbers)
     """
-    _check_features(train_features, "train_features")
-    _check_features(test_features, "test_features")
-    if train_features.shape[1] != test_features.shape[1]:
-        raise ValueError(f"feature dimensions differ: train D={train_features.shape[1]}, "
-                         f"test D={test_features.shape[1]}.")
+    _check_feature_pair(train_features, test_features)
     _check_positive_int(num_classes, "num_classes")
     _check_labels(train_labels, train_features.shape[0], num_classes, "train_labels")
     _check_labels(test_labels, test_features.shape[0], num_classes, "test_labels")
