@@ -14,8 +14,7 @@ def clean(nb: dict) -> dict:
     nb["metadata"] = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                       "language_info": {"name": "python"}}
     for cell in nb["cells"]:
-        cell.pop("id", None) if nb.get("nbformat_minor", 5) < 5 else None
-        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags",)}
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k == "tags"}
         if cell["cell_type"] != "code":
             continue
         outputs = []
@@ -24,7 +23,6 @@ def clean(nb: dict) -> dict:
                 continue                                  # a progress bar: meaningless once saved
             if out.get("output_type") == "stream" and out.get("name") == "stderr" and "\r" in "".join(out["text"]):
                 continue                                  # a text progress bar
-            out.pop("metadata", None) if out.get("output_type") == "stream" else None
             outputs.append(out)
         cell["outputs"] = outputs
     return nb
