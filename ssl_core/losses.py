@@ -65,3 +65,41 @@ def instdisc_nce_loss(pos_dots: Tensor, neg_dots: Tensor, log_Z: Tensor | float,
     a_pos = pos_dots / tau - log_Z                                     # (N,)
     a_neg = neg_dots / tau - log_Z                                     # (N, m)
     return (F.softplus(b - a_pos) + F.softplus(a_neg - b).sum(dim=1)).mean()
+
+
+def info_nce(queries: Tensor, positive_keys: Tensor, negative_keys: Tensor | None = None,
+             temperature: float = 0.1) -> Tensor:
+    """InfoNCE (van den Oord et al. 2018, eq. 4): pick the positive key among the negatives.
+
+        L = -mean_n log exp(q_n . k_n+ / t) / (exp(q_n . k_n+ / t) + sum_j exp(q_n . k_j- / t))
+
+    queries (N, D), positive_keys (N, D): row n of each is a positive pair.
+    negative_keys:
+        None      -> in-batch: the other N-1 positive keys are query n's negatives (CPC, MoCo v3);
+        (M, D)    -> one shared set of M negatives for every query (a MoCo queue);
+        (N, M, D) -> M negatives of each query's own.
+    Inputs are used as given: normalise them first for cosine similarities (CPC scores with a
+    plain dot product). Returns the mean loss over the N queries; a cross-entropy whose
+    target is the positive, so with all scores equal it is log(1 + number of negatives).
+
+    Built in: notebooks/02_cpc.ipynb
+    """
+    if queries.dim() != 2 or queries.shape != positive_keys.shape:
+        raise ValueError(f"expected queries and positive_keys of the same shape (N, D), got "
+                         f"{tuple(queries.shape)} and {tuple(positive_keys.shape)}")
+    if negative_keys is None:
+        logits = torch.einsum("nd,md->nm", queries, positive_keys) / temperature     # (N, N)
+        targets = torch.arange(len(queries), device=queries.device)                # diagonal
+        return F.cross_entropy(logits, targets)
+    if negative_keys.dim() == 2 and negative_keys.shape[1] == queries.shape[1]:
+        l_neg = torch.einsum("nd,md->nm", queries, negative_keys)                  # (N, M)
+    elif negative_keys.dim() == 3 and negative_keys.shape[0] == len(queries) \
+            and negative_keys.shape[2] == queries.shape[1]:
+        l_neg = torch.einsum("nd,nmd->nm", queries, negative_keys)                 # (N, M)
+    else:
+        raise ValueError(f"negative_keys must be (M, D) or (N, M, D) with N={len(queries)}, "
+                         f"D={queries.shape[1]}; got {tuple(negative_keys.shape)}")
+    l_pos = torch.einsum("nd,nd->n", queries, positive_keys).unsqueeze(1)          # (N, 1)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature                        # (N, 1+M)
+    targets = torch.zeros(len(queries), dtype=torch.long, device=queries.device)   # positive first
+    return F.cross_entropy(logits, targets)

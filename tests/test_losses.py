@@ -75,3 +75,49 @@ def test_nce_errors_are_clear():
         instdisc_nce_loss(torch.zeros(3, 1), torch.zeros(3, 4), 0.0, 0.1, 10)
     with pytest.raises(ValueError, match="n_data"):
         instdisc_nce_loss(torch.zeros(3), torch.zeros(3, 4), 0.0, 0.1)
+
+
+# --- info_nce (CPC eq. 4) ---------------------------------------------------------------------
+from ssl_core.losses import info_nce  # noqa: E402
+
+
+def naive_info_nce(q, k_pos, negatives_of, t):
+    """-mean_n log exp(q.k+/t) / (exp(q.k+/t) + sum_j exp(q.k_j/t)), one query at a time."""
+    total = 0.0
+    for n in range(len(q)):
+        pos = math.exp(float(q[n] @ k_pos[n]) / t)
+        neg = sum(math.exp(float(q[n] @ k) / t) for k in negatives_of(n))
+        total += -math.log(pos / (pos + neg))
+    return total / len(q)
+
+
+def test_info_nce_in_batch_matches_loop():
+    q, k = unit(6, 8), unit(6, 8, seed=1)
+    naive = naive_info_nce(q, k, lambda n: [k[j] for j in range(6) if j != n], 0.1)
+    assert info_nce(q, k, temperature=0.1).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_info_nce_shared_negatives_matches_loop():
+    q, k, neg = unit(5, 8), unit(5, 8, seed=1), unit(12, 8, seed=2)
+    naive = naive_info_nce(q, k, lambda n: list(neg), 0.07)
+    assert info_nce(q, k, neg, temperature=0.07).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_info_nce_per_query_negatives_matches_loop():
+    q, k, neg = unit(4, 8), unit(4, 8, seed=1), unit(4, 7, 8, seed=2)
+    naive = naive_info_nce(q, k, lambda n: list(neg[n]), 0.5)
+    assert info_nce(q, k, neg, temperature=0.5).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_info_nce_of_identical_keys_is_log_of_candidates():
+    q = unit(3, 8)
+    same = unit(1, 8, seed=4)
+    assert info_nce(q, same.expand(3, 8), same.expand(10, 8)).item() == pytest.approx(math.log(11), rel=1e-6)
+    assert info_nce(q, same.expand(3, 8)).item() == pytest.approx(math.log(3), rel=1e-6)
+
+
+def test_info_nce_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        info_nce(unit(3, 8), unit(4, 8))
+    with pytest.raises(ValueError, match=r"\(M, D\) or \(N, M, D\)"):
+        info_nce(unit(3, 8), unit(3, 8), unit(5, 4))
