@@ -103,3 +103,56 @@ def info_nce(queries: Tensor, positive_keys: Tensor, negative_keys: Tensor | Non
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature                        # (N, 1+M)
     targets = torch.zeros(len(queries), dtype=torch.long, device=queries.device)   # positive first
     return F.cross_entropy(logits, targets)
+
+
+def invaspread_loss(z1: Tensor, z2: Tensor, tau: float = 0.1) -> Tensor:
+    """Invariant and Spreading instance features (Ye et al. 2019, eq. 5), in-batch, symmetric.
+
+    The 2N features of a batch (two augmentations of N images) are stacked, z = [z1; z2].
+    For anchor a with positive p(a) (the other view of the same image),
+        P(j | a) = exp(z_j . z_a / tau) / sum_{k != a} exp(z_k . z_a / tau)     over the 2N-1 others,
+        loss = -1/(2N) sum_a [ log P(p(a) | a) + sum_{j != a, p(a)} log(1 - P(j | a)) ].
+    The first term pulls the two views together (invariance); the second pushes every other
+    image of the batch, 2N-2 negatives, away (spreading). No memory bank: every feature is
+    fresh, and the gradient flows through anchors and keys alike.
+    z1, z2 (N, D) unit rows, row n of each from the same image.
+
+    Built in: notebooks/03_invaspread.ipynb
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape or len(z1) < 2:
+        raise ValueError(f"expected two views z1, z2 of the same shape (N, D) with N >= 2, got "
+                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = len(z1)
+    z = torch.cat([z1, z2])                                                  # (2N, D)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (torch.einsum("ad,jd->aj", z, z) / tau).masked_fill(self_mask, float("-inf"))  # (2N, 2N)
+    log_p = torch.log_softmax(logits, dim=1)                                 # log P(j | a), P(a | a) = 0
+    positive = torch.arange(2 * n, device=z.device).roll(n)                  # p(a) = a + N mod 2N
+    log_p_pos = log_p[torch.arange(2 * n), positive]                         # (2N,)
+    negative_mask = ~self_mask
+    negative_mask[torch.arange(2 * n), positive] = False                     # the 2N-2 negatives of a
+    log_not = torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))                  # log(1 - P(j | a))
+    return -(log_p_pos + (log_not * negative_mask).sum(dim=1)).mean()
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
+    """SimCLR's normalised temperature-scaled cross-entropy (Chen et al. 2020, eq. 1).
+
+    The 2N views z = [z1; z2] are L2-normalised here; for the positive pair (i, j),
+        l(i, j) = -log exp(sim(z_i, z_j) / t) / sum_{k != i} exp(sim(z_i, z_k) / t),
+    summed over both orders of every pair: loss = 1/(2N) sum_k [l(2k-1, 2k) + l(2k, 2k-1)].
+    Each view has 1 positive and 2N-2 negatives. z1, z2 (N, D), row n of each from one image.
+    It equals the first (invariance) term of InvaSpread's loss (notebook 03) without the
+    second one. With all views identical it is log(2N - 1).
+
+    Built in: notebooks/06_simclr_v1.ipynb
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape or len(z1) < 2:
+        raise ValueError(f"expected two views z1, z2 of the same shape (N, D) with N >= 2, got "
+                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = len(z1)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)                              # (2N, D)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (torch.einsum("id,kd->ik", z, z) / temperature).masked_fill(self_mask, float("-inf"))
+    positive = torch.arange(2 * n, device=z.device).roll(n)                  # i <-> i + N
+    return F.cross_entropy(logits, positive)

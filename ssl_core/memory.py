@@ -1,6 +1,7 @@
-"""Memory of past embeddings: MemoryBank (one vector per training image).
+"""Memory of past embeddings: MemoryBank (one vector per training image) and Queue (a FIFO
+ring buffer of the most recent keys).
 
-Built in: notebooks/01_instdisc.ipynb (MemoryBank).
+Built in: notebooks/01_instdisc.ipynb (MemoryBank), notebooks/05_moco_v1.ipynb (Queue).
 """
 from __future__ import annotations
 
@@ -51,3 +52,39 @@ class MemoryBank(nn.Module):
                              f"got {tuple(features.shape)} and {tuple(idx.shape)}")
         mixed = self.momentum * self.memory[idx] + (1 - self.momentum) * features.detach()
         self.memory[idx] = F.normalize(mixed, dim=1)
+
+
+class Queue(nn.Module):
+    """MoCo's dictionary: the K most recent keys, a FIFO ring buffer (He et al. 2019, Sec. 3.2).
+
+    Each step enqueues the current mini-batch's keys and dequeues the oldest ones, so the
+    dictionary size K is decoupled from the batch size. `keys` (K, D) holds the entries in
+    ring order; `ptr` is where the next batch is written. Starts as random unit vectors (as
+    MoCo does), so it is usable as negatives from the first step. A buffer, so `.to(device)`
+    and checkpoints carry it.
+
+    Built in: notebooks/05_moco_v1.ipynb
+    """
+
+    def __init__(self, size: int, dim: int = 128, seed: int = 0):
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"queue size must be >= 1, got {size}")
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=g), dim=1))  # (K, D)
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    def __len__(self) -> int:
+        return self.keys.shape[0]
+
+    @torch.no_grad()
+    def enqueue_(self, k: Tensor) -> None:
+        """Write keys k (N, D) over the N oldest entries (wrapping around): enqueue + dequeue."""
+        if k.dim() != 2 or k.shape[1] != self.keys.shape[1]:
+            raise ValueError(f"keys must be (N, {self.keys.shape[1]}), got {tuple(k.shape)}")
+        if len(k) > len(self):
+            raise ValueError(f"a batch of {len(k)} keys does not fit a queue of {len(self)}; "
+                             "use a queue at least as large as the batch")
+        slots = (self.ptr + torch.arange(len(k), device=self.keys.device)) % len(self)   # (N,)
+        self.keys[slots] = k.detach()
+        self.ptr.copy_((self.ptr + len(k)) % len(self))

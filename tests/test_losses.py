@@ -121,3 +121,71 @@ def test_info_nce_rejects_bad_shapes():
         info_nce(unit(3, 8), unit(4, 8))
     with pytest.raises(ValueError, match=r"\(M, D\) or \(N, M, D\)"):
         info_nce(unit(3, 8), unit(3, 8), unit(5, 4))
+
+
+# --- invaspread_loss (Ye et al. 2019, eq. 5) ---------------------------------------------------
+from ssl_core.losses import invaspread_loss  # noqa: E402
+
+
+def test_invaspread_matches_equation_5_loop():
+    z1, z2, tau, n = unit(4, 8), unit(4, 8, seed=1), 0.1, 4
+    z = torch.cat([z1, z2])
+    naive = 0.0
+    for a in range(2 * n):
+        pos = (a + n) % (2 * n)
+        den = sum(math.exp(float(z[k] @ z[a]) / tau) for k in range(2 * n) if k != a)
+        P = lambda j: math.exp(float(z[j] @ z[a]) / tau) / den  # noqa: E731
+        naive += -math.log(P(pos))
+        naive += -sum(math.log(1 - P(j)) for j in range(2 * n) if j not in (a, pos))
+    assert invaspread_loss(z1, z2, tau).item() == pytest.approx(naive / (2 * n), rel=1e-5)
+
+
+def test_invaspread_of_identical_features_is_analytic():
+    # all 2N features equal: P(j | a) = 1 / (2N - 1) for every j != a
+    n = 3
+    z = unit(1, 8).expand(n, 8)
+    p = 1 / (2 * n - 1)
+    expected = -math.log(p) - (2 * n - 2) * math.log(1 - p)
+    assert invaspread_loss(z, z, 0.1).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_invaspread_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        invaspread_loss(unit(4, 8), unit(3, 8))
+    with pytest.raises(ValueError, match="N >= 2"):
+        invaspread_loss(unit(1, 8), unit(1, 8))
+
+
+# --- nt_xent (SimCLR eq. 1) --------------------------------------------------------------------
+from ssl_core.losses import nt_xent  # noqa: E402
+
+
+def test_nt_xent_matches_equation_1_loop():
+    z1, z2, t, n = torch.randn(4, 8), torch.randn(4, 8), 0.5, 4
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    sim = lambda i, k: float(z[i] @ z[k])  # noqa: E731
+    def l(i, j):
+        return -math.log(math.exp(sim(i, j) / t) / sum(math.exp(sim(i, k) / t) for k in range(2 * n) if k != i))
+    naive = sum(l(k, k + n) + l(k + n, k) for k in range(n)) / (2 * n)
+    assert nt_xent(z1, z2, t).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_nt_xent_collinear_views_give_log_2n_minus_1():
+    z = unit(1, 8).expand(5, 8)
+    assert nt_xent(z, z, 0.1).item() == pytest.approx(math.log(9), rel=1e-6)
+
+
+def test_nt_xent_is_invaspread_without_the_spreading_term():
+    z1, z2, t, n = unit(5, 8), unit(5, 8, seed=1), 0.2, 5
+    z = torch.cat([z1, z2])
+    spreading = 0.0                                  # -sum_{j != a, p(a)} log(1 - P(j | a)), averaged
+    for a in range(2 * n):
+        den = sum(math.exp(float(z[k] @ z[a]) / t) for k in range(2 * n) if k != a)
+        spreading += -sum(math.log(1 - math.exp(float(z[j] @ z[a]) / t) / den)
+                          for j in range(2 * n) if j not in (a, (a + n) % (2 * n))) / (2 * n)
+    assert invaspread_loss(z1, z2, t).item() == pytest.approx(nt_xent(z1, z2, t).item() + spreading, rel=1e-5)
+
+
+def test_nt_xent_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        nt_xent(unit(3, 8), unit(2, 8))

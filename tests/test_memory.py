@@ -57,3 +57,43 @@ def test_errors():
         MemoryBank(5, 3, momentum=1.0)
     with pytest.raises(ValueError, match=r"features must be \(N, 3\)"):
         MemoryBank(5, 3).update_(torch.tensor([0, 1]), torch.zeros(2, 4))
+
+
+# --- Queue (MoCo's dictionary) -----------------------------------------------------------------
+from ssl_core.memory import Queue  # noqa: E402
+
+
+def test_queue_is_fifo_ring_buffer():
+    q = Queue(size=5, dim=2, seed=1)
+    torch.testing.assert_close(q.keys.norm(dim=1), torch.ones(5))
+    naive = [row.clone() for row in q.keys]          # a Python list: dequeue from the front
+    for step in range(4):
+        batch = torch.full((2, 2), float(step + 1)) + torch.arange(2.0).unsqueeze(1)
+        q.enqueue_(batch)
+        naive = naive[2:] + [batch[0], batch[1]]     # drop the two oldest, append the new ones
+        # the ring buffer, read from the write pointer on, is the list from oldest to newest
+        ring = torch.roll(q.keys, -int(q.ptr), dims=0)
+        torch.testing.assert_close(ring, torch.stack(naive))
+    assert int(q.ptr) == 8 % 5
+
+
+def test_queue_enqueue_is_detached_and_checked():
+    q = Queue(size=4, dim=3)
+    k = torch.randn(2, 3, requires_grad=True)
+    q.enqueue_(k)
+    assert not q.keys.requires_grad
+    with pytest.raises(ValueError, match=r"must be \(N, 3\)"):
+        q.enqueue_(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="does not fit a queue of 4"):
+        q.enqueue_(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        Queue(size=0)
+
+
+def test_queue_state_dict_round_trip():
+    q = Queue(size=6, dim=2)
+    q.enqueue_(torch.ones(4, 2))
+    r = Queue(size=6, dim=2, seed=5)
+    r.load_state_dict(q.state_dict())
+    torch.testing.assert_close(r.keys, q.keys)
+    assert int(r.ptr) == 4
