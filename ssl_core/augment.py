@@ -159,6 +159,73 @@ def hsv_to_rgb(hsv: Tensor) -> Tensor:
     return v.unsqueeze(1) - (v * s).unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0, 1)
 
 
+# sRGB (IEC 61966-2-1) with the D65 white point <-> CIE 1976 L*a*b* (CMC's two views: L and ab)
+SRGB_TO_XYZ = ((0.4124564, 0.3575761, 0.1804375),
+               (0.2126729, 0.7151522, 0.0721750),
+               (0.0193339, 0.1191920, 0.9503041))
+D65_WHITE = (0.95047, 1.0, 1.08883)                                    # XYZ of the reference white
+LAB_RANGE = ((0.0, 100.0), (-86.183, 98.233), (-107.857, 94.478))      # L, a, b over the sRGB gamut
+_LAB_DELTA = 6.0 / 29.0
+
+
+def _check_lab(lab: Tensor) -> None:
+    if lab.dim() != 4 or lab.shape[1] != 3:
+        raise ValueError(f"expected a batch of Lab images (N, 3, H, W), got shape {tuple(lab.shape)}")
+    if not lab.is_floating_point():
+        raise TypeError(f"expected float Lab values, got {lab.dtype}")
+
+
+def rgb_to_lab(x: Tensor) -> Tensor:
+    """(N, 3, H, W) sRGB in [0, 1] -> CIE L*a*b* (N, 3, H, W), D65 white, the sRGB gamma.
+
+    1. undo the sRGB gamma: c_lin = c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055)^2.4
+    2. linear RGB -> XYZ with SRGB_TO_XYZ, divided by the white point D65_WHITE
+    3. f(t) = t^(1/3) if t > (6/29)^3 else t / (3 (6/29)^2) + 4/29, and
+       L = 116 f(Y) - 16,  a = 500 (f(X) - f(Y)),  b = 200 (f(Y) - f(Z)).
+    L lies in [0, 100] (black 0, white 100); a (green- to red+) and b (blue- to yellow+) within
+    LAB_RANGE for sRGB colours; grays have a = b = 0. Inputs are not range-checked.
+
+    Built in: notebooks/04_cmc.ipynb
+    """
+    _check_batch(x)
+    lin = torch.where(x <= 0.04045, x / 12.92, ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4)
+    m = torch.as_tensor(SRGB_TO_XYZ, device=x.device, dtype=x.dtype)                  # (3, 3)
+    white = torch.as_tensor(D65_WHITE, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    t = torch.einsum("ij,njhw->nihw", m, lin) / white                                 # (N, 3, H, W) X/Xn, Y/Yn, Z/Zn
+    eps = _LAB_DELTA ** 3
+    f = torch.where(t > eps, t.clamp(min=eps) ** (1.0 / 3.0), t / (3 * _LAB_DELTA ** 2) + 4.0 / 29.0)
+    fx, fy, fz = f.unbind(1)
+    return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+
+
+def lab_to_rgb(lab: Tensor, clamp: bool = True) -> Tensor:
+    """Inverse of rgb_to_lab: (N, 3, H, W) L*a*b* -> sRGB in [0, 1] (clamp=False keeps colours
+    outside the sRGB gamut unclipped). Built in: notebooks/04_cmc.ipynb"""
+    _check_lab(lab)
+    L, a, b = lab.unbind(1)
+    fy = (L + 16.0) / 116.0
+    f = torch.stack([fy + a / 500.0, fy, fy - b / 200.0], dim=1)                       # (N, 3, H, W)
+    t = torch.where(f > _LAB_DELTA, f ** 3, 3 * _LAB_DELTA ** 2 * (f - 4.0 / 29.0))
+    white = torch.as_tensor(D65_WHITE, device=lab.device, dtype=lab.dtype).view(1, 3, 1, 1)
+    m_inv = torch.linalg.inv(torch.as_tensor(SRGB_TO_XYZ, device=lab.device, dtype=torch.float64)).to(lab.dtype)
+    lin = torch.einsum("ij,njhw->nihw", m_inv, t * white)                             # linear RGB
+    rgb = torch.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
+    return rgb.clamp(0, 1) if clamp else rgb
+
+
+def lab_split(x: Tensor) -> tuple[Tensor, Tensor]:
+    """CMC's two views of one RGB batch: (N, 3, H, W) sRGB in [0, 1] -> L (N, 1, H, W) and
+    ab (N, 2, H, W), each channel mapped linearly from its LAB_RANGE onto [-1, 1]
+    (as the CMC authors' code normalises: mean and std = centre and half-width of the range).
+
+    Built in: notebooks/04_cmc.ipynb
+    """
+    lab = rgb_to_lab(x)
+    lo, hi = torch.tensor(LAB_RANGE, device=x.device, dtype=x.dtype).unbind(1)         # (3,), (3,)
+    scaled = (lab - ((lo + hi) / 2).view(1, 3, 1, 1)) / ((hi - lo) / 2).view(1, 3, 1, 1)
+    return scaled[:, :1], scaled[:, 1:]                                                # (N,1,H,W), (N,2,H,W)
+
+
 def adjust_hue(x: Tensor, shift: Tensor) -> Tensor:
     """Rotate the hue by shift (N,), in turns (0.5 = opposite colour)."""
     hsv = rgb_to_hsv(x)
@@ -305,3 +372,32 @@ def byol_augment(size: int = 32, **overrides) -> tuple[Augment, Augment]:
     common = dict(size=size, crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), jitter_p=0.8, gray_p=0.2)
     return (Augment(**{**common, "blur_p": 1.0, "solarize_p": 0.0, **overrides}),
             Augment(**{**common, "blur_p": 0.1, "solarize_p": 0.2, **overrides}))
+
+
+# ---------------------------------------------------------------- patch grid (CPC)
+
+def patch_grid(x: Tensor, patch_size: int, stride: int) -> Tensor:
+    """Cut every image into a grid of (overlapping) square patches, as CPC does.
+
+    Patch (i, j) of image n is x[n, :, i*stride : i*stride + patch_size, j*stride : j*stride + patch_size].
+    The grid must tile the image exactly: (H - patch_size) and (W - patch_size) divisible by
+    stride, so that no border pixel is silently dropped. CPC on ImageNet: 256x256 images,
+    64x64 patches, stride 32 -> a 7x7 grid; on CIFAR 32x32: 8x8 patches, stride 4 -> 7x7.
+    Works on any dtype (uint8 or float) and device; returns a view-backed copy.
+    (N, C, H, W) -> (N, R, S, C, patch_size, patch_size) with R = (H - patch_size) // stride + 1
+    rows and S columns.
+
+    Built in: notebooks/02_cpc.ipynb
+    """
+    if x.dim() != 4:
+        raise ValueError(f"expected a batch of images (N, C, H, W), got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if not (isinstance(patch_size, int) and isinstance(stride, int) and patch_size >= 1 and stride >= 1):
+        raise ValueError(f"patch_size and stride must be positive integers, got {patch_size!r} and {stride!r}")
+    if patch_size > min(h, w):
+        raise ValueError(f"patch_size {patch_size} is larger than the image ({h}x{w})")
+    if (h - patch_size) % stride or (w - patch_size) % stride:
+        raise ValueError(f"a grid of {patch_size}x{patch_size} patches with stride {stride} does not tile "
+                         f"a {h}x{w} image: (H - patch_size) and (W - patch_size) must be divisible by stride")
+    grid = x.unfold(2, patch_size, stride).unfold(3, patch_size, stride)  # (N, C, R, S, P, P)
+    return grid.permute(0, 2, 3, 1, 4, 5).contiguous()                    # (N, R, S, C, P, P)

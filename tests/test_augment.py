@@ -421,3 +421,43 @@ def test_augment_wants_uint8_and_to_float_rejects_float():
 def test_even_blur_kernel_is_a_value_error(kernel_size):
     with pytest.raises(ValueError, match="odd"):
         A.gaussian_blur(images(2), p=1.0, kernel_size=kernel_size, generator=gen())
+
+
+# ---------------------------------------------------------------- patch grid (CPC)
+
+def naive_patch_grid(x, p, s):
+    """Oracle: an explicit loop over grid positions, slicing each patch out."""
+    n, c, h, w = x.shape
+    rows, cols = (h - p) // s + 1, (w - p) // s + 1
+    out = torch.empty(n, rows, cols, c, p, p, dtype=x.dtype)
+    for i in range(rows):
+        for j in range(cols):
+            out[:, i, j] = x[:, :, i * s:i * s + p, j * s:j * s + p]
+    return out
+
+
+@pytest.mark.parametrize("p, s, size", [(8, 4, 32), (16, 8, 32), (4, 4, 16), (3, 1, 7)])
+def test_patch_grid_matches_slicing_loop(p, s, size):
+    x = images(3, size)
+    torch.testing.assert_close(A.patch_grid(x, p, s), naive_patch_grid(x, p, s), rtol=0, atol=0)
+
+
+def test_patch_grid_cpc_geometry_and_uint8():
+    u8 = (images(2, 32) * 255).to(torch.uint8)
+    grid = A.patch_grid(u8, 8, 4)
+    assert grid.shape == (2, 7, 7, 3, 8, 8) and grid.dtype == torch.uint8
+    assert torch.equal(grid[1, 6, 6], u8[1, :, 24:, 24:])             # last patch: bottom-right corner
+    assert torch.equal(grid[0, 0, 1, :, :, :4], grid[0, 0, 0, :, :, 4:])  # 50% overlap of neighbours
+    assert A.patch_grid(torch.zeros(1, 3, 256, 256), 64, 32).shape[1:3] == (7, 7)   # the paper's grid
+
+
+@pytest.mark.parametrize("p, s, match", [(8, 5, "does not tile"), (40, 4, "larger than"),
+                                         (0, 4, "positive integers"), (8, 0, "positive integers")])
+def test_patch_grid_bad_sizes_are_value_errors(p, s, match):
+    with pytest.raises(ValueError, match=match):
+        A.patch_grid(images(1, 32), p, s)
+
+
+def test_patch_grid_wants_a_batch():
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        A.patch_grid(torch.zeros(3, 32, 32), 8, 4)

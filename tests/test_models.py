@@ -33,3 +33,132 @@ def test_mlp_structure():
     assert [type(m) for m in mlp(16, 8)] == [nn.Linear]
     with pytest.raises(ValueError, match="at least an input and an output"):
         mlp(16)
+
+
+@pytest.mark.parametrize("backbone", [SmallCNN, ResNet18])
+@pytest.mark.parametrize("in_channels", [1, 2])
+def test_backbones_take_in_channels(backbone, in_channels):
+    # notebook 04 (CMC): one encoder reads the L channel (1), the other the ab channels (2)
+    net = backbone(width=4, in_channels=in_channels)
+    assert net(torch.randn(2, in_channels, 16, 16)).shape == (2, net.feature_dim)
+    with pytest.raises(RuntimeError, match="channels"):
+        net(torch.randn(2, 3, 16, 16))
+
+
+# ---------------------------------------------------------------- CPC context network
+
+from ssl_core.models import MaskedConvContext  # noqa: E402
+
+
+@pytest.mark.parametrize("kernel_size, layers", [((2, 3), 3), ((3, 3), 2), ((1, 1), 1)])
+def test_context_of_row_r_never_depends_on_rows_below(kernel_size, layers):
+    """Causal-mask check by perturbation: change rows > r, the context of rows <= r stays put."""
+    torch.manual_seed(0)
+    net = MaskedConvContext(dim=6, hidden=8, layers=layers, kernel_size=kernel_size)
+    z = torch.randn(2, 6, 7, 7)                                        # (N, D, R, S)
+    c = net(z)
+    assert c.shape == (2, 8, 7, 7)
+    for r in range(7):
+        z2 = z.clone()
+        z2[:, :, r + 1:] = torch.randn_like(z2[:, :, r + 1:]) * 10
+        c2 = net(z2)
+        torch.testing.assert_close(c2[:, :, :r + 1], c[:, :, :r + 1])
+        if r < 6:                                                      # and row r+1 does change
+            assert not torch.allclose(c2[:, :, r + 1], c[:, :, r + 1])
+
+
+def test_context_receptive_field_reaches_the_stated_rows():
+    """Row r sees rows r - layers*(kh-1) .. r: perturbing row r - 3 moves row r, row r - 4 does not."""
+    torch.manual_seed(0)
+    net = MaskedConvContext(dim=4, layers=3, kernel_size=(2, 3))
+    z = torch.randn(1, 4, 7, 7)
+    grad = torch.autograd.functional.jacobian(lambda t: net(t)[0, :, 6].sum(), z)   # (1, 4, 7, 7)
+    rows_seen = grad.abs().sum(dim=(0, 1, 3)) > 0                                  # (7,)
+    assert rows_seen.tolist() == [False, False, False, True, True, True, True]
+
+
+def test_context_bad_input_is_a_value_error():
+    with pytest.raises(ValueError, match="odd kw"):
+        MaskedConvContext(dim=4, kernel_size=(2, 2))
+    with pytest.raises(ValueError, match=r"\(N, D, R, S\)"):
+        MaskedConvContext(dim=4)(torch.randn(4, 7, 7))
+
+
+# ---------------------------------------------------------------- MoCo's split (per-GPU) batch norm
+
+import copy  # noqa: E402
+
+from ssl_core.models import SplitBatchNorm, split_batchnorm_  # noqa: E402
+
+
+def naive_per_group_bn(x, groups, weight, bias, eps=1e-5):
+    """Each chunk of N/G samples normalised with its own mean and biased variance (train mode)."""
+    out = []
+    for chunk in x.chunk(groups):                                        # (N/G, C, H, W)
+        mean = chunk.mean(dim=(0, 2, 3), keepdim=True)
+        var = chunk.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+        out.append((chunk - mean) / (var + eps).sqrt() * weight.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_split_batchnorm_matches_per_group_loop(groups):
+    torch.manual_seed(0)
+    bn = SplitBatchNorm(3, groups=groups)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2), bn.bias.normal_()
+    x = torch.randn(8, 3, 4, 5) * 3 + torch.arange(8.0).view(8, 1, 1, 1)   # groups differ in mean
+    torch.testing.assert_close(bn(x), naive_per_group_bn(x, groups, bn.weight, bn.bias))
+    # running statistics: momentum 0.1 towards the mean over groups of each group's (unbiased) stats
+    means = torch.stack([c.mean(dim=(0, 2, 3)) for c in x.chunk(groups)]).mean(0)
+    vars_ = torch.stack([c.var(dim=(0, 2, 3), unbiased=True) for c in x.chunk(groups)]).mean(0)
+    torch.testing.assert_close(bn.running_mean, 0.1 * means)
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * vars_)
+
+
+def test_split_batchnorm_groups_are_independent():
+    torch.manual_seed(0)
+    bn = SplitBatchNorm(2, groups=4)
+    x = torch.randn(8, 2, 3, 3)
+    x2 = x.clone()
+    x2[2:] = torch.randn(6, 2, 3, 3) * 10 + 5                 # change every group but the first
+    torch.testing.assert_close(bn(x2)[:2], bn(x)[:2])           # group 0's output does not move
+    assert not torch.allclose(bn(x2)[2:4], bn(x)[2:4])
+
+
+def test_split_batchnorm_one_group_equals_batchnorm_and_eval_uses_running_stats():
+    torch.manual_seed(0)
+    plain, split = nn.BatchNorm2d(3), SplitBatchNorm(3, groups=1)
+    x = torch.randn(6, 3, 4, 4, requires_grad=True)
+    torch.testing.assert_close(split(x), plain(x))
+    torch.testing.assert_close(split.running_var, plain.running_var)
+    grouped = SplitBatchNorm(3, groups=3)
+    grouped.load_state_dict(plain.state_dict())
+    grouped.eval(), plain.eval()
+    torch.testing.assert_close(grouped(x), plain(x))           # eval: running statistics, no groups
+
+
+def test_split_batchnorm_bad_input_is_a_value_error():
+    with pytest.raises(ValueError, match="groups must be >= 1"):
+        SplitBatchNorm(3, groups=0)
+    with pytest.raises(ValueError, match="does not split into 4 groups"):
+        SplitBatchNorm(3, groups=4)(torch.randn(6, 3, 2, 2))
+    with pytest.raises(ValueError, match="groups must be >= 1"):
+        split_batchnorm_(SmallCNN(width=4), 0)
+
+
+def test_split_batchnorm_converts_a_network_and_keeps_its_state():
+    torch.manual_seed(0)
+    net = SmallCNN(width=4)
+    net.train()(torch.randn(8, 3, 16, 16))                     # give the running stats some values
+    reference = copy.deepcopy(net)                             # plain batch norm
+    x = torch.randn(8, 3, 16, 16)
+    split_batchnorm_(net, 4)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and all(isinstance(m, SplitBatchNorm) and m.groups == 4 for m in bns)
+    torch.testing.assert_close(net.eval()(x), reference.eval()(x))   # same parameters, running stats
+    grouped = net.train()(x)
+    for g in range(4):                                         # = the plain network on each chunk alone
+        torch.testing.assert_close(grouped[2 * g:2 * g + 2], reference.train()(x[2 * g:2 * g + 2]))
+    split_batchnorm_(net, 1)
+    torch.testing.assert_close(net.train()(x), reference.train()(x))
