@@ -26,7 +26,7 @@ from ssl_core.profiles import describe_device
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 _AUTOMATIC = ("notebook", "profile", "device", "date", "torch_version")
-COLUMNS = ("notebook", "method", "profile", "device", "epochs", "train time",
+COLUMNS = ("notebook", "method", "dataset", "profile", "device", "epochs", "train time",
            "kNN top-1", "random-init kNN", "gain")
 
 
@@ -107,7 +107,7 @@ def _duration(seconds) -> str:
 
 
 def results_table(rows) -> str:
-    """Markdown table, one row per result: notebook | method | profile | device | epochs |
+    """Markdown table, one row per result: notebook | method | dataset | profile | device | epochs |
     train time | kNN top-1 | random-init kNN | gain (kNN top-1 minus random-init, in points).
     Missing figures show as '–'. Infrastructure."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -116,7 +116,8 @@ def results_table(rows) -> str:
         knn, base = row.get("knn_top1"), row.get("random_init_knn_top1")
         gain = (f"{100 * (knn - base):+.1f} pp" if isinstance(knn, (int, float)) and isinstance(base, (int, float))
                 else "–")
-        cells = [f"[{name}](notebooks/{name}.ipynb)", row.get("method", name), row.get("profile", "–"),
+        cells = [f"[{name}](notebooks/{name}.ipynb)", row.get("method", name), row.get("dataset", "–"),
+                 row.get("profile", "–"),
                  row.get("device", "–"), row.get("epochs", "–"), _duration(row.get("train_seconds")),
                  _percent(knn), _percent(base), gain]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")

@@ -66,16 +66,16 @@ def test_load_results_sorted_by_name_and_bad_json_named(tmp_path):
 
 
 def test_table_formats_percentages_time_and_gain():
-    rows = [{"notebook": "01_instdisc", "profile": "laptop", "device": "cpu (2 threads)", "epochs": 15,
+    rows = [{"notebook": "01_instdisc", "dataset": "CIFAR-10", "profile": "laptop", "device": "cpu (2 threads)", "epochs": 15,
              "train_seconds": 291.4, "knn_top1": 0.5031, "random_init_knn_top1": 0.4012},
             {"notebook": "05_moco_v1", "method": "MoCo v1", "train_seconds": 42}]
     lines = results_table(rows).splitlines()
-    assert lines[0] == ("| notebook | method | profile | device | epochs | train time | kNN top-1 "
+    assert lines[0] == ("| notebook | method | dataset | profile | device | epochs | train time | kNN top-1 "
                         "| random-init kNN | gain |")
-    assert lines[1] == "|---|---|---|---|---|---|---|---|---|"
-    assert lines[2] == ("| [01_instdisc](notebooks/01_instdisc.ipynb) | 01_instdisc | laptop | cpu (2 threads) | 15 "
-                        "| 4.9 min | 50.3% | 40.1% | +10.2 pp |")
-    assert lines[3] == "| [05_moco_v1](notebooks/05_moco_v1.ipynb) | MoCo v1 | – | – | – | 42 s | – | – | – |"
+    assert lines[1] == "|---|---|---|---|---|---|---|---|---|---|"
+    assert lines[2] == ("| [01_instdisc](notebooks/01_instdisc.ipynb) | 01_instdisc | CIFAR-10 | laptop | cpu (2 threads) "
+                        "| 15 | 4.9 min | 50.3% | 40.1% | +10.2 pp |")
+    assert lines[3] == "| [05_moco_v1](notebooks/05_moco_v1.ipynb) | MoCo v1 | – | – | – | – | 42 s | – | – | – |"
     assert len(lines) == 4
     assert "No results yet" in results_table([])
 
