@@ -105,6 +105,23 @@ def info_nce(queries: Tensor, positive_keys: Tensor, negative_keys: Tensor | Non
     return F.cross_entropy(logits, targets)
 
 
+def _two_view_logits(z1: Tensor, z2: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+    """The in-batch similarity matrix of two views, shared by InvaSpread (03) and SimCLR (06).
+
+    z = [z1; z2] (2N, D); returns logits z_a . z_j / tau (2N, 2N) with the diagonal (a view
+    against itself) set to -inf, and positive (2N,) = a + N mod 2N, the other view's row.
+    """
+    if z1.dim() != 2 or z1.shape != z2.shape or len(z1) < 2:
+        raise ValueError(f"expected two views z1, z2 of the same shape (N, D) with N >= 2, got "
+                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = len(z1)
+    z = torch.cat([z1, z2])                                                  # (2N, D)
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (torch.einsum("ad,jd->aj", z, z) / tau).masked_fill(self_mask, float("-inf"))  # (2N, 2N)
+    positive = torch.arange(2 * n, device=z.device).roll(n)                  # p(a) = a + N mod 2N
+    return logits, positive
+
+
 def invaspread_loss(z1: Tensor, z2: Tensor, tau: float = 0.1) -> Tensor:
     """Invariant and Spreading instance features (Ye et al. 2019, eq. 5), in-batch, symmetric.
 
@@ -119,18 +136,12 @@ def invaspread_loss(z1: Tensor, z2: Tensor, tau: float = 0.1) -> Tensor:
 
     Built in: notebooks/03_invaspread.ipynb
     """
-    if z1.dim() != 2 or z1.shape != z2.shape or len(z1) < 2:
-        raise ValueError(f"expected two views z1, z2 of the same shape (N, D) with N >= 2, got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
-    n = len(z1)
-    z = torch.cat([z1, z2])                                                  # (2N, D)
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = (torch.einsum("ad,jd->aj", z, z) / tau).masked_fill(self_mask, float("-inf"))  # (2N, 2N)
+    logits, positive = _two_view_logits(z1, z2, tau)                         # (2N, 2N), (2N,)
     log_p = torch.log_softmax(logits, dim=1)                                 # log P(j | a), P(a | a) = 0
-    positive = torch.arange(2 * n, device=z.device).roll(n)                  # p(a) = a + N mod 2N
-    log_p_pos = log_p[torch.arange(2 * n), positive]                         # (2N,)
-    negative_mask = ~self_mask
-    negative_mask[torch.arange(2 * n), positive] = False                     # the 2N-2 negatives of a
+    rows = torch.arange(len(logits), device=logits.device)
+    log_p_pos = log_p[rows, positive]                                        # (2N,)
+    negative_mask = torch.isfinite(logits)                                   # all but a itself ...
+    negative_mask[rows, positive] = False                                    # ... and p(a): 2N-2 negatives
     log_not = torch.log1p(-log_p.exp().clamp(max=1 - 1e-6))                  # log(1 - P(j | a))
     return -(log_p_pos + (log_not * negative_mask).sum(dim=1)).mean()
 
@@ -147,12 +158,5 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
     Built in: notebooks/06_simclr_v1.ipynb
     """
-    if z1.dim() != 2 or z1.shape != z2.shape or len(z1) < 2:
-        raise ValueError(f"expected two views z1, z2 of the same shape (N, D) with N >= 2, got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
-    n = len(z1)
-    z = F.normalize(torch.cat([z1, z2]), dim=1)                              # (2N, D)
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = (torch.einsum("id,kd->ik", z, z) / temperature).masked_fill(self_mask, float("-inf"))
-    positive = torch.arange(2 * n, device=z.device).roll(n)                  # i <-> i + N
+    logits, positive = _two_view_logits(F.normalize(z1, dim=1), F.normalize(z2, dim=1), temperature)
     return F.cross_entropy(logits, positive)
