@@ -84,17 +84,19 @@ class ResNet18(nn.Module):
         return self.net(x)
 
 
-def mlp(*dims: int, last_bn: bool = False) -> nn.Sequential:
+def mlp(*dims: int, last_bn: bool = False, bn: bool = True) -> nn.Sequential:
     """Linear -> BN -> ReLU between consecutive dims, a plain Linear at the end.
 
     mlp(512, 2048, 128) is SimCLR's projection head; mlp(512, 128) a linear projection.
     last_bn=True adds a BatchNorm after the last Linear (SimCLR v2, SimSiam).
+    bn=False drops the hidden BatchNorms: Linear -> ReLU -> Linear is MoCo v2's head.
     """
     if len(dims) < 2:
         raise ValueError(f"mlp needs at least an input and an output size, got {dims}")
     layers: list[nn.Module] = []
     for d_in, d_out in zip(dims[:-2], dims[1:-1]):
-        layers += [nn.Linear(d_in, d_out, bias=False), nn.BatchNorm1d(d_out), nn.ReLU(inplace=True)]
+        norm = [nn.BatchNorm1d(d_out)] if bn else []
+        layers += [nn.Linear(d_in, d_out, bias=not bn), *norm, nn.ReLU(inplace=True)]
     layers.append(nn.Linear(dims[-2], dims[-1], bias=not last_bn))
     if last_bn:
         layers.append(nn.BatchNorm1d(dims[-1]))

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ssl_core.models import ResNet18, SmallCNN, mlp
@@ -33,6 +34,16 @@ def test_mlp_structure():
     assert [type(m) for m in mlp(16, 8)] == [nn.Linear]
     with pytest.raises(ValueError, match="at least an input and an output"):
         mlp(16)
+
+
+def test_mlp_without_bn_is_fc_relu_fc():
+    # MoCo v2's head (moco/builder.py): Linear -> ReLU -> Linear, biases kept, no batch norm
+    head = mlp(16, 32, 8, bn=False)
+    assert [type(m) for m in head] == [nn.Linear, nn.ReLU, nn.Linear]
+    assert head[0].bias is not None and head[2].bias is not None
+    x = torch.randn(4, 16)
+    expected = F.linear(F.linear(x, head[0].weight, head[0].bias).clamp(min=0), head[2].weight, head[2].bias)
+    torch.testing.assert_close(head(x), expected)
 
 
 @pytest.mark.parametrize("backbone", [SmallCNN, ResNet18])
