@@ -321,3 +321,47 @@ def linear_probe(backbone: nn.Module, train_images: Tensor, train_labels: Tensor
     return fit_linear_classifier(train_features, train_labels, test_features, test_labels, num_classes,
                                  epochs=epochs, lr=lr, batch_size=batch_size,
                                  weight_decay=weight_decay, seed=seed)
+
+
+# --- label budgets (semi-supervised evaluation) --------------------------------------------------
+
+def balanced_subset(labels: Tensor, n: int, seed: int = 0, fill: bool = False) -> Tensor:
+    """Indices of n examples drawn evenly from every class (seeded): a class-balanced label budget.
+
+    Semi-supervised protocols label only a few images per class, e.g. 1% and 10% of CIFAR-10's
+    train set = 500 and 5,000 labels, 50 and 500 per class (SimCLR v2 uses 1% and 10% of
+    ImageNet). With C the classes present in ``labels`` (N,), each class gives n / C indices,
+    picked uniformly at random; the result (n,) int64 (on the CPU) is in random order.
+    Deterministic for a given seed; the global RNG is not touched.
+
+    fill=False (label budgets): n must be a multiple of C and every class must have n / C
+    examples, else ValueError. fill=True (pictures, e.g. a t-SNE sample): ceil(n / C) per class
+    where a class has that many, the rest filled with other examples at random; n >= N returns
+    all N indices shuffled.
+
+    Built in: notebooks/08_simclr_v2.ipynb (also draws the t-SNE samples of ``plotting``)
+    """
+    labels = torch.as_tensor(labels).cpu()
+    if labels.dim() != 1:
+        raise ValueError(f"labels must be a 1-D tensor (N,), got shape {tuple(labels.shape)}.")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=generator)  # (N,)
+    present, counts = labels.unique(return_counts=True)  # (C,), (C,)
+    if not fill:
+        if n % len(present):
+            raise ValueError(f"n={n} is not divisible by the number of classes C={len(present)}; "
+                             f"a class-balanced subset needs a multiple of {len(present)}.")
+        if n // len(present) > counts.min():
+            raise ValueError(f"n={n} is too large: {n // len(present)} per class, but class "
+                             f"{int(present[counts.argmin()])} has only {int(counts.min())} examples.")
+    elif n >= len(labels):
+        return order
+    quota = -(-n // len(present))  # ceil
+    shuffled = labels[order]  # (N,)
+    chosen = torch.cat([order[shuffled == c][:quota] for c in present])
+    if len(chosen) < n:  # fill=True and small classes left room: other examples in random order
+        rest = order[~torch.isin(order, chosen)]
+        chosen = torch.cat([chosen, rest[: n - len(chosen)]])
+    return chosen[torch.randperm(len(chosen), generator=generator)][:n]  # (n,)

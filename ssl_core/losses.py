@@ -160,3 +160,26 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     """
     logits, positive = _two_view_logits(F.normalize(z1, dim=1), F.normalize(z2, dim=1), temperature)
     return F.cross_entropy(logits, positive)
+
+
+def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """SimCLR v2's distillation loss (Chen et al. 2020b, eq. 3): the student matches the
+    teacher's soft labels on unlabelled images.
+
+        P(y | x; t) = exp(f(x)[y] / t) / sum_y' exp(f(x)[y'] / t),
+        L = -1/N sum_i sum_y P_T(y | x_i; t) log P_S(y | x_i; t),
+    the cross-entropy from the teacher's distribution to the student's, averaged over the batch.
+    The teacher's side is detached here (no gradient reaches the teacher). With equal student
+    and teacher logits it is the entropy of the teacher's distribution, its minimum over the
+    student. student_logits, teacher_logits (N, C); t > 0 (the paper uses t = 1).
+
+    Built in: notebooks/08_simclr_v2.ipynb
+    """
+    if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"expected student and teacher logits of the same shape (N, C), got "
+                         f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    p_teacher = torch.softmax(teacher_logits.detach() / temperature, dim=1)          # (N, C), no grad
+    log_p_student = torch.log_softmax(student_logits / temperature, dim=1)          # (N, C)
+    return -(p_teacher * log_p_student).sum(dim=1).mean()

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ssl_core.evaluate import balanced_subset
+
 MAX_WIDTH_INCHES = 10.0
 SAME_CLASS_COLOUR = "tab:green"  # neighbour frame when its class equals the query's
 OTHER_CLASS_COLOUR = "tab:red"  # neighbour frame otherwise
@@ -201,22 +203,6 @@ def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], xlabel: str, y
 
 # --- feature space -------------------------------------------------------------------------------
 
-def _balanced_subsample(labels: Tensor, n: int, seed: int) -> Tensor:
-    """n random indices, ceil(n / C) per class where a class has that many (the rest fill up), seeded."""
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=generator)  # (N,)
-    if n >= len(labels):
-        return order
-    present = labels.unique()
-    quota = -(-n // len(present))  # ceil
-    shuffled = labels[order]
-    chosen = torch.cat([order[shuffled == c][:quota] for c in present])
-    if len(chosen) < n:  # small classes left room: fill with other points in random order
-        rest = order[~torch.isin(order, chosen)]
-        chosen = torch.cat([chosen, rest[: n - len(chosen)]])
-    return chosen[torch.randperm(len(chosen), generator=generator)][:n]  # (n,)
-
-
 def _class_colours(num_classes: int):
     cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20"]
     return [cmap(c % cmap.N) for c in range(num_classes)]
@@ -245,7 +231,7 @@ def plot_tsne(features: Tensor, labels: Tensor, classes: Sequence[str], n: int =
     if labels.min() < 0 or labels.max() >= len(classes):
         raise ValueError(f"labels must lie in [0, {len(classes)}) to index classes, got values in "
                          f"[{int(labels.min())}, {int(labels.max())}].")
-    index = _balanced_subsample(labels, n, seed)  # (n,)
+    index = balanced_subset(labels, n, seed, fill=True)  # (n,)
     if perplexity >= len(index):
         raise ValueError(f"perplexity ({perplexity}) must be smaller than the number of points "
                          f"({len(index)}); lower perplexity or raise n.")

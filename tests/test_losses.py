@@ -189,3 +189,48 @@ def test_nt_xent_is_invaspread_without_the_spreading_term():
 def test_nt_xent_rejects_bad_shapes():
     with pytest.raises(ValueError, match="same shape"):
         nt_xent(unit(3, 8), unit(2, 8))
+
+
+# --- SimCLR v2 distillation (eq. 3) --------------------------------------------------------------
+
+def test_distillation_loss_matches_equation_3_loop():
+    from ssl_core.losses import distillation_loss
+
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(5, 4, generator=g), 3 * torch.randn(5, 4, generator=g)
+    for tau in (1.0, 0.5, 2.0):
+        naive = 0.0
+        for i in range(5):  # -sum_y P_T(y|x_i; tau) log P_S(y|x_i; tau), then the mean over i
+            zt = sum(math.exp(float(teacher[i, y]) / tau) for y in range(4))
+            zs = sum(math.exp(float(student[i, y]) / tau) for y in range(4))
+            for y in range(4):
+                p_t = math.exp(float(teacher[i, y]) / tau) / zt
+                naive -= p_t * math.log(math.exp(float(student[i, y]) / tau) / zs) / 5
+        assert distillation_loss(student, teacher, tau).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_distillation_loss_analytic_values_and_detached_teacher():
+    from ssl_core.losses import distillation_loss
+
+    teacher = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]], requires_grad=True)
+    p = torch.softmax(teacher.detach(), dim=1)
+    entropy = -(p * p.log()).sum(1).mean()  # equal logits: the entropy of P_T
+    student = teacher.detach().clone().requires_grad_()
+    loss = distillation_loss(student, teacher)
+    assert loss.item() == pytest.approx(entropy.item(), rel=1e-6)
+    loss.backward()
+    assert teacher.grad is None  # the teacher's side is detached
+    torch.testing.assert_close(student.grad, torch.zeros_like(student))  # its minimum over the student
+    uniform = distillation_loss(torch.zeros(3, 10), torch.zeros(3, 10))
+    assert uniform.item() == pytest.approx(math.log(10), rel=1e-6)  # uniform teacher: log C
+
+
+def test_distillation_loss_clear_errors():
+    from ssl_core.losses import distillation_loss
+
+    with pytest.raises(ValueError, match="same shape"):
+        distillation_loss(torch.zeros(4, 10), torch.zeros(4, 9))
+    with pytest.raises(ValueError, match="same shape"):
+        distillation_loss(torch.zeros(10), torch.zeros(10))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        distillation_loss(torch.zeros(4, 10), torch.zeros(4, 10), temperature=0.0)

@@ -168,17 +168,6 @@ def test_plot_tsne_small_balanced_with_class_legend():
     assert_sensible_figure(fig)
 
 
-def test_balanced_subsample_fills_up_from_large_classes_and_is_seeded():
-    from ssl_core.plotting import _balanced_subsample
-
-    labels = torch.cat([torch.zeros(100), torch.ones(5), torch.full((5,), 2)]).long()
-    index = _balanced_subsample(labels, 60, seed=3)
-    assert len(index) == 60 and len(set(index.tolist())) == 60
-    assert labels[index].bincount().tolist() == [50, 5, 5]  # quota 20; classes 1, 2 only have 5
-    assert torch.equal(index, _balanced_subsample(labels, 60, seed=3))
-    assert not torch.equal(index, _balanced_subsample(labels, 60, seed=4))
-
-
 def test_plot_tsne_clear_errors():
     features, labels = torch.randn(50, 4), torch.arange(50) % 3
     with pytest.raises(ValueError, match="labels must have shape"):
