@@ -374,6 +374,58 @@ def byol_augment(size: int = 32, **overrides) -> tuple[Augment, Augment]:
             Augment(**{**common, "blur_p": 0.1, "solarize_p": 0.2, **overrides}))
 
 
+class MultiCrop:
+    """SwAV's multi-crop (Caron et al. 2020, Sec. 3.2): a few global views at full training
+    resolution plus several small local views at low resolution, all from one uint8 batch and
+    each with its own random parameters:
+
+        views = multicrop(images)      # list of V = n_global + n_local tensors, (N, 3, s_v, s_v)
+
+    The global views come first (SwAV computes codes on them only; DINO's teacher sees only
+    them). `global_view` and `local_view` are `Augment` pipelines that differ in size and crop
+    scale; the views of one size can be stacked into one forward pass.
+
+    Built in: notebooks/10_swav.ipynb (used by 13_dino)
+    """
+
+    def __init__(self, global_view: Augment, n_global: int = 2, local_view: Augment | None = None,
+                 n_local: int = 0):
+        if n_global < 1 or n_local < 0:
+            raise ValueError(f"need n_global >= 1 and n_local >= 0, got {n_global} and {n_local}")
+        if n_local and local_view is None:
+            raise ValueError(f"n_local={n_local} local views need a local_view pipeline (an Augment)")
+        self.global_view, self.n_global = global_view, n_global
+        self.local_view, self.n_local = local_view, n_local
+
+    @property
+    def sizes(self) -> list[int]:
+        """The side of every view, in order: [global] * n_global + [local] * n_local."""
+        local = [self.local_view.size] * self.n_local if self.local_view is not None else []
+        return [self.global_view.size] * self.n_global + local
+
+    def __call__(self, images: Tensor, generator=None, normalized: bool = True) -> list[Tensor]:
+        views = [self.global_view(images, generator, normalized) for _ in range(self.n_global)]
+        return views + [self.local_view(images, generator, normalized) for _ in range(self.n_local)]
+
+    def __repr__(self) -> str:
+        return f"MultiCrop({self.n_global}x{self.global_view.size}px + {self.n_local}x" \
+               f"{self.local_view.size if self.local_view else 0}px)"
+
+
+def swav_multicrop(global_size: int = 32, n_local: int = 0, local_size: int = 16,
+                   global_scale=(0.14, 1.0), local_scale=(0.05, 0.14), **overrides) -> MultiCrop:
+    """SwAV's multi-crop recipe on SimCLR's colour distortion (strength 0.5 for CIFAR, as
+    solo-learn's CIFAR SwAV): global crops of scale (0.14, 1), local crops of scale (0.05, 0.14)
+    (the authors' ImageNet values; their sizes 224 / 96 become `global_size` / `local_size`).
+    `overrides` go to both pipelines (e.g. blur_p=0).
+
+    Built in: notebooks/10_swav.ipynb
+    """
+    global_view = simclr_augment(global_size, crop_scale=global_scale, **overrides)
+    local_view = simclr_augment(local_size, crop_scale=local_scale, **overrides) if n_local else None
+    return MultiCrop(global_view, 2, local_view, n_local)
+
+
 # ---------------------------------------------------------------- patch grid (CPC)
 
 def patch_grid(x: Tensor, patch_size: int, stride: int) -> Tensor:

@@ -323,6 +323,60 @@ def linear_probe(backbone: nn.Module, train_images: Tensor, train_labels: Tensor
                                  weight_decay=weight_decay, seed=seed)
 
 
+# --- collapse meter (methods without negatives) ---------------------------------------------------
+
+def output_std(z: Tensor) -> float:
+    """The std over the batch of the L2-normalised outputs, averaged over the D dimensions
+    (Chen & He 2020, SimSiam Sec. 4.1 and Fig. 2, middle):
+
+        std = 1/D sum_d std_n( z_nd / ||z_n|| ).
+
+    If the outputs are spread out (e.g. isotropic Gaussian), each coordinate of a unit vector has
+    std about 1/sqrt(D); if they all collapse onto one vector, 0. z (N, D) with N >= 2.
+
+    Built in: notebooks/09_byol.ipynb (used by 10, 11, 13)
+    """
+    _check_features(z, "z")
+    if z.shape[0] < 2:
+        raise ValueError(f"output_std needs at least 2 outputs to take a std over, got {z.shape[0]}.")
+    return F.normalize(z.float(), dim=1).std(dim=0).mean().item()
+
+
+def effective_rank(z: Tensor) -> float:
+    """Effective rank of the covariance of the outputs (Roy & Vetterli 2007): with eigenvalues
+    lambda_1..D of the (N, D) outputs' covariance and p_i = lambda_i / sum_j lambda_j,
+
+        erank = exp(-sum_i p_i log p_i),    between 1 (one direction) and D (isotropic).
+
+    A dimensional collapse (outputs confined to a few directions) shows here even when the std
+    is not zero. z (N, D) with N >= 2; all-constant outputs (zero covariance) give 0.
+
+    Built in: notebooks/09_byol.ipynb (used by 10, 11, 13)
+    """
+    _check_features(z, "z")
+    if z.shape[0] < 2:
+        raise ValueError(f"effective_rank needs at least 2 outputs, got {z.shape[0]}.")
+    z = z.double()
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(z.T)).clamp(min=0)  # (D,)
+    total = eigenvalues.sum()
+    if total <= 0:
+        return 0.0
+    p = eigenvalues / total
+    return torch.exp(-(p * torch.log(p.clamp(min=1e-300))).sum()).item()
+
+
+def collapse_meter(z: Tensor) -> dict:
+    """Both collapse figures of a batch of outputs z (N, D): {"std": output_std(z),
+    "std_sqrt_d": std * sqrt(D) (about 1 when spread out, 0 when collapsed), "effective_rank":
+    effective_rank(z), "dim": D}. Plotted per epoch beside the kNN by 09, 10, 11 and 13.
+
+    Built in: notebooks/09_byol.ipynb
+    """
+    std = output_std(z)
+    return {"std": std, "std_sqrt_d": std * math.sqrt(z.shape[1]), "effective_rank": effective_rank(z),
+            "dim": int(z.shape[1])}
+
+
 # --- label budgets (semi-supervised evaluation) --------------------------------------------------
 
 def balanced_subset(labels: Tensor, n: int, seed: int = 0, fill: bool = False) -> Tensor:

@@ -4,6 +4,8 @@ Shape legend (the whole package):
     N batch, D embedding, M bank/queue entries (m sampled negatives), K prototypes,
     V views, C classes.
 Features entering a contrastive loss are L2-normalised, so a dot product is a cosine.
+Stop-gradients are the caller's, visible in the notebook's loop (`z.detach()`, a target computed
+under no_grad), except where a function's docstring says it detaches a target itself.
 """
 from __future__ import annotations
 
@@ -183,3 +185,89 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
     p_teacher = torch.softmax(teacher_logits.detach() / temperature, dim=1)          # (N, C), no grad
     log_p_student = torch.log_softmax(student_logits / temperature, dim=1)          # (N, C)
     return -(p_teacher * log_p_student).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------- without negatives (09-11)
+
+def _check_pair(p: Tensor, z: Tensor, names: str) -> None:
+    if p.dim() != 2 or p.shape != z.shape:
+        raise ValueError(f"expected {names} of the same shape (N, D), got {tuple(p.shape)} and {tuple(z.shape)}")
+
+
+def neg_cosine(p: Tensor, z: Tensor) -> Tensor:
+    """SimSiam's D(p, z) (Chen & He 2020, eq. 1): the negative cosine similarity, batch mean,
+
+        D(p, z) = -1/N sum_n  p_n . z_n / (||p_n|| ||z_n||),    in [-1, 1].
+
+    p (N, D) the predictor's output, z (N, D) the other view's projection. No stop-gradient in
+    here: the caller writes `z.detach()` where the method wants it (SimSiam's eq. 3), so a
+    notebook can also leave it out and watch the collapse. -1 when every p_n points along z_n.
+
+    Built in: notebooks/09_byol.ipynb (shared with 11_simsiam)
+    """
+    _check_pair(p, z, "p and z")
+    return -F.cosine_similarity(p, z, dim=1, eps=1e-8).mean()
+
+
+def byol_loss(q: Tensor, z: Tensor) -> Tensor:
+    """BYOL's normalised mean squared error (Grill et al. 2020, eq. 2), batch mean,
+
+        L = 1/N sum_n || q_n/||q_n|| - z_n/||z_n|| ||^2  =  2 - 2 cos(q_n, z_n)  =  2 + 2 neg_cosine,
+
+    in [0, 4]. q (N, D) the online prediction, z (N, D) the target projection of the other view;
+    the caller passes the target's output computed under no_grad (sg(z') in the paper). The
+    symmetric loss is this applied twice with the views swapped.
+
+    Built in: notebooks/09_byol.ipynb
+    """
+    _check_pair(q, z, "q and z")
+    return (F.normalize(q, dim=1, eps=1e-8) - F.normalize(z, dim=1, eps=1e-8)).pow(2).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def sinkhorn(scores: Tensor, eps: float = 0.05, n_iters: int = 3) -> Tensor:
+    """SwAV's codes (Caron et al. 2020, eq. 3 and Algorithm 1): a soft assignment of N samples
+    to K prototypes that uses every prototype equally (the equipartition constraint).
+
+        Q* = Diag(u) exp(C^T Z / eps) Diag(v),   rows of Q (K, N) sum to 1/K, columns to 1/N,
+
+    found by `n_iters` rounds of Sinkhorn-Knopp (alternately rescale rows, then columns), then
+    scaled by N so that each sample's code is a distribution over the K prototypes. Computed in
+    log space: exp(score / eps) with eps = 0.05 overflows float32 for scores above ~4.4 (the
+    authors' code subtracts the max first instead; the result is the same). No gradient: the
+    codes are targets.
+
+    scores (N, K) = z_n . c_k, features against prototypes. Returns codes (N, K): rows sum to 1
+    exactly; columns sum to about N/K (exactly in the limit of many iterations).
+
+    Built in: notebooks/10_swav.ipynb
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"expected scores of shape (N, K), got {tuple(scores.shape)}")
+    if not eps > 0 or n_iters < 1:
+        raise ValueError(f"need eps > 0 and n_iters >= 1, got eps={eps}, n_iters={n_iters}")
+    n, k = scores.shape
+    log_q = scores.float().T / eps                                           # (K, N)
+    log_q = log_q - torch.logsumexp(log_q.flatten(), dim=0)                  # Q sums to 1
+    for _ in range(n_iters):
+        log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(k)   # rows -> 1/K
+        log_q = log_q - torch.logsumexp(log_q, dim=0, keepdim=True) - math.log(n)   # columns -> 1/N
+    return (log_q + math.log(n)).exp().T                                     # (N, K), rows sum to 1
+
+
+def swav_loss(scores: Tensor, codes: Tensor, temperature: float = 0.1) -> Tensor:
+    """SwAV's swapped-prediction term (Caron et al. 2020, eq. 2): the code q of one view is
+    predicted from the prototype scores of another view,
+
+        l(z_t, q_s) = -sum_k q_s^(k) log p_t^(k),   p_t^(k) = softmax_k(z_t . c_k / temperature),
+
+    batch mean. scores (N, K) of the predicting view (z_t . c_k, with gradient), codes (N, K)
+    of the other view (from `sinkhorn`; detached here, they are targets). The swap itself (view 1's scores against
+    view 2's codes and back) is written in the notebook's loop.
+
+    Built in: notebooks/10_swav.ipynb
+    """
+    _check_pair(scores, codes, "scores and codes")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return -(codes.detach() * torch.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()

@@ -461,3 +461,24 @@ def test_patch_grid_bad_sizes_are_value_errors(p, s, match):
 def test_patch_grid_wants_a_batch():
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         A.patch_grid(torch.zeros(3, 32, 32), 8, 4)
+
+
+# --- multi-crop (SwAV, DINO) ---------------------------------------------------------------------
+
+def test_multicrop_returns_global_then_local_views_of_their_sizes():
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    mc = A.swav_multicrop(global_size=24, n_local=3, local_size=12)
+    views = mc(images, torch.Generator().manual_seed(0))
+    assert mc.sizes == [24, 24, 12, 12, 12] and [v.shape[-1] for v in views] == mc.sizes
+    assert all(v.shape[:2] == (6, 3) and v.dtype == torch.float32 for v in views)
+    assert mc.global_view.crop_scale == (0.14, 1.0) and mc.local_view.crop_scale == (0.05, 0.14)
+    assert not torch.equal(views[0], views[1]) and not torch.equal(views[2], views[3])  # fresh draws per view
+
+
+def test_multicrop_without_local_views_and_errors():
+    mc = A.swav_multicrop(global_size=16)
+    assert mc.sizes == [16, 16] and len(mc(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))) == 2
+    with pytest.raises(ValueError, match="local_view"):
+        A.MultiCrop(A.simclr_augment(16), 2, None, n_local=2)
+    with pytest.raises(ValueError, match="n_global >= 1"):
+        A.MultiCrop(A.simclr_augment(16), 0)

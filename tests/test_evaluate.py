@@ -318,3 +318,51 @@ def test_balanced_subset_clear_errors():
         balanced_subset(labels, 0)
     with pytest.raises(ValueError, match="1-D tensor"):
         balanced_subset(labels.view(10, 10), 10)
+
+
+# --- collapse meter ----------------------------------------------------------------------------
+
+from ssl_core.evaluate import collapse_meter, effective_rank, output_std  # noqa: E402
+
+
+def test_output_std_matches_per_dimension_loop():
+    z = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
+    u = z / z.norm(dim=1, keepdim=True)
+    naive = 0.0
+    for d in range(6):
+        col = [float(u[n, d]) for n in range(50)]
+        mean = sum(col) / 50
+        naive += math.sqrt(sum((c - mean) ** 2 for c in col) / 49) / 6   # unbiased, as torch.std
+    assert output_std(z) == pytest.approx(naive, rel=1e-5)
+
+
+def test_output_std_spread_is_about_one_over_sqrt_d_and_collapsed_is_zero():
+    spread = torch.randn(4000, 64, generator=torch.Generator().manual_seed(1))
+    assert output_std(spread) * math.sqrt(64) == pytest.approx(1.0, abs=0.02)
+    collapsed = torch.randn(1, 64).expand(100, 64) * torch.rand(100, 1)   # one direction, any length
+    assert output_std(collapsed) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_effective_rank_analytic_values_and_eigen_loop():
+    g = torch.Generator().manual_seed(2)
+    assert effective_rank(torch.randn(20000, 8, generator=g)) == pytest.approx(8, rel=0.02)   # isotropic
+    line = torch.randn(100, 1, generator=g) * torch.randn(1, 8, generator=g)                  # rank 1
+    assert effective_rank(line) == pytest.approx(1.0, rel=1e-4)
+    two = torch.zeros(1000, 8)
+    two[:, :2] = torch.randn(1000, 2, generator=g) * torch.tensor([1.0, 2.0])               # two axes, var 1:4
+    cov = torch.cov(two.double().T)
+    lam = [float(v) for v in torch.linalg.eigvalsh(cov) if v > 1e-12]
+    p = [v / sum(lam) for v in lam]
+    assert effective_rank(two) == pytest.approx(math.exp(-sum(q * math.log(q) for q in p)), rel=1e-6)
+    assert effective_rank(torch.ones(10, 4)) == 0.0
+
+
+def test_collapse_meter_reports_both_figures_and_checks_input():
+    z = torch.randn(500, 16, generator=torch.Generator().manual_seed(3))
+    m = collapse_meter(z)
+    assert set(m) == {"std", "std_sqrt_d", "effective_rank", "dim"} and m["dim"] == 16
+    assert m["std_sqrt_d"] == pytest.approx(m["std"] * 4)
+    with pytest.raises(ValueError, match=r"\(N,D\)"):
+        output_std(torch.zeros(5))
+    with pytest.raises(ValueError, match="at least 2"):
+        effective_rank(torch.zeros(1, 3))

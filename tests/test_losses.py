@@ -234,3 +234,110 @@ def test_distillation_loss_clear_errors():
         distillation_loss(torch.zeros(10), torch.zeros(10))
     with pytest.raises(ValueError, match="temperature must be > 0"):
         distillation_loss(torch.zeros(4, 10), torch.zeros(4, 10), temperature=0.0)
+
+
+# --- without negatives: neg_cosine (SimSiam eq. 1), byol_loss (BYOL eq. 2) --------------------
+
+from ssl_core.losses import byol_loss, neg_cosine, sinkhorn, swav_loss  # noqa: E402
+
+
+def test_neg_cosine_matches_per_vector_loop():
+    p, z = torch.randn(6, 5, generator=torch.Generator().manual_seed(0)), torch.randn(6, 5)
+    naive = 0.0
+    for n in range(6):  # D(p, z) = -p/||p|| . z/||z||
+        naive += -float(p[n] @ z[n]) / (float(p[n].norm()) * float(z[n].norm())) / 6
+    assert neg_cosine(p, z).item() == pytest.approx(naive, rel=1e-6)
+
+
+def test_neg_cosine_is_minus_one_for_aligned_and_keeps_gradient_to_both():
+    p = torch.randn(4, 3, requires_grad=True)
+    z = (3 * p.detach()).requires_grad_()
+    loss = neg_cosine(p, z)
+    assert loss.item() == pytest.approx(-1.0, abs=1e-6)
+    loss2 = neg_cosine(p, torch.randn(4, 3, requires_grad=True))
+    loss2.backward()
+    assert p.grad is not None and p.grad.abs().sum() > 0   # no hidden stop-gradient
+
+
+def test_byol_loss_matches_loop_and_is_two_plus_two_neg_cosine():
+    q, z = torch.randn(5, 7, generator=torch.Generator().manual_seed(1)), torch.randn(5, 7)
+    naive = 0.0
+    for n in range(5):  # || q/||q|| - z/||z|| ||^2
+        naive += float(((q[n] / q[n].norm() - z[n] / z[n].norm()) ** 2).sum()) / 5
+    assert byol_loss(q, z).item() == pytest.approx(naive, rel=1e-5)
+    assert byol_loss(q, z).item() == pytest.approx(2 + 2 * neg_cosine(q, z).item(), rel=1e-5)
+    assert byol_loss(q, -q).item() == pytest.approx(4.0, rel=1e-6)
+
+
+def test_negative_free_losses_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        neg_cosine(torch.zeros(3, 4), torch.zeros(3, 5))
+    with pytest.raises(ValueError, match="same shape"):
+        byol_loss(torch.zeros(3, 4), torch.zeros(4))
+
+
+# --- SwAV: sinkhorn (eq. 3, Algorithm 1) and the swapped prediction (eq. 2) ----------------------
+
+def naive_sinkhorn(scores, eps, n_iters):
+    """The authors' loop, written from Algorithm 1 with plain exp (no log space)."""
+    Q = torch.exp(scores.double() / eps).T           # (K, N)
+    Q /= Q.sum()
+    K, N = Q.shape
+    for _ in range(n_iters):
+        Q /= Q.sum(dim=1, keepdim=True)
+        Q /= K
+        Q /= Q.sum(dim=0, keepdim=True)
+        Q /= N
+    return (Q * N).T
+
+
+@pytest.mark.parametrize("n_iters", [1, 3, 10])
+def test_sinkhorn_matches_the_naive_loop(n_iters):
+    scores = unit(16, 8) @ unit(6, 8, seed=1).T       # cosines in [-1, 1], (N=16, K=6)
+    got = sinkhorn(scores, eps=0.05, n_iters=n_iters)
+    torch.testing.assert_close(got.double(), naive_sinkhorn(scores, 0.05, n_iters), rtol=1e-4, atol=1e-6)
+
+
+def test_sinkhorn_marginals_rows_exact_columns_converge():
+    scores = unit(32, 8, seed=2) @ unit(4, 8, seed=3).T                         # (N=32, K=4)
+    few, many = sinkhorn(scores, 0.05, 3), sinkhorn(scores, 0.05, 200)
+    torch.testing.assert_close(few.sum(1), torch.ones(32))                     # each code a distribution
+    torch.testing.assert_close(many.sum(0), torch.full((4,), 32 / 4), rtol=1e-3, atol=1e-3)  # equipartition
+    raw = torch.softmax(scores / 0.05, dim=1).sum(0)
+    assert (many.sum(0) - 8).abs().max() < (raw - 8).abs().max()               # closer to N/K than softmax
+
+
+def test_sinkhorn_is_stable_where_plain_exp_overflows():
+    scores = torch.tensor([[10.0, 0.0], [0.0, 10.0], [9.0, 1.0]])             # exp(10 / 0.05) = inf in float32
+    assert not torch.isfinite(torch.exp(scores / 0.05)).all()
+    codes = sinkhorn(scores, 0.05, 3)
+    assert torch.isfinite(codes).all()
+    torch.testing.assert_close(codes.sum(1), torch.ones(3))
+
+
+def test_sinkhorn_has_no_gradient_and_checks_input():
+    scores = torch.randn(4, 3, requires_grad=True)
+    assert not sinkhorn(scores).requires_grad
+    with pytest.raises(ValueError, match=r"\(N, K\)"):
+        sinkhorn(torch.zeros(4))
+    with pytest.raises(ValueError, match="eps > 0"):
+        sinkhorn(torch.zeros(4, 3), eps=0)
+
+
+def test_swav_loss_matches_cross_entropy_loop():
+    scores, codes = torch.randn(5, 6), torch.softmax(torch.randn(5, 6), dim=1)
+    t, naive = 0.1, 0.0
+    for n in range(5):  # -sum_k q_k log softmax(z.c / t)_k
+        p = torch.softmax(scores[n] / t, dim=0)
+        naive += -float((codes[n] * p.log()).sum()) / 5
+    assert swav_loss(scores, codes, t).item() == pytest.approx(naive, rel=1e-5)
+
+
+def test_swav_loss_one_hot_codes_is_cross_entropy_and_codes_get_no_gradient():
+    scores = torch.randn(4, 3, requires_grad=True)
+    codes = torch.randn(4, 3).softmax(1).requires_grad_()
+    target = torch.tensor([0, 2, 1, 1])
+    one_hot = F.one_hot(target, 3).float()
+    assert swav_loss(scores, one_hot, 0.5).item() == pytest.approx(F.cross_entropy(scores / 0.5, target).item(), rel=1e-6)
+    swav_loss(scores, codes, 0.1).backward()
+    assert codes.grad is None and scores.grad is not None
