@@ -244,13 +244,17 @@ def _write_cache(path: Path, images, labels, classes, origin) -> None:
 def _not_found(spec: _Official, split: str, root: Path, tried: list[str]) -> DatasetNotFoundError:
     where = _show(root)
     if split in spec.folder_splits:
-        archive = f"unpack the offline archive (from the repo root): tar -xzf ../shared/data/{spec.archive} -C {where}/"
+        folder = (f"put a class-folder copy at {where}/{spec.name}/{split}/<class>/<image files> "
+                  f"(class names: {', '.join(spec.classes)})")
+        offline = Path("../shared/data") / spec.archive  # only this project's CI machines have it
+        if offline.is_file():
+            folder += f"; this machine has one: tar -xzf {offline} -C {where}/"
     else:
-        archive = f"(the offline archive {spec.archive} has no '{split}' split; only the official files do)"
+        folder = f"(a class-folder copy cannot stand in for the '{split}' split; only the official files have it)"
     lines = [f"{spec.title} '{split}' not found under {where}/. Tried, in order:", *[f"  - {t}" for t in tried],
              "Fix it one of these ways:",
              f"  1. go online and load again: torchvision downloads the official files into {where}/",
-             f"  2. {archive}",
+             f"  2. {folder}",
              f"  3. point SSL_DATA_DIR at a folder that has them (the official files, "
              f"or {spec.name}/<split>/<class>/<image files>)",
              "  4. use your own images: load_image_folder(path) reads any <path>/<class>/<image files> tree"]
