@@ -180,8 +180,8 @@ class SplitBatchNorm(nn.BatchNorm2d):
 
 def split_batchnorm_(model: nn.Module, groups: int) -> nn.Module:
     """Replace (in place) every BatchNorm2d of `model` by a SplitBatchNorm with `groups` groups,
-    keeping its parameters and running statistics; SplitBatchNorms already there get the new
-    `groups`. Returns `model`. groups=1 gives back plain batch norm.
+    keeping its parameters (with their requires_grad) and running statistics; SplitBatchNorms
+    already there get the new `groups`. Returns `model`. groups=1 gives back plain batch norm.
 
     Built in: notebooks/05_moco_v1.ipynb
     """
@@ -194,6 +194,8 @@ def split_batchnorm_(model: nn.Module, groups: int) -> nn.Module:
             split = SplitBatchNorm(child.num_features, groups, eps=child.eps, momentum=child.momentum,
                                    affine=child.affine, track_running_stats=child.track_running_stats)
             split.load_state_dict(child.state_dict())
+            for p_new, p_old in zip(split.parameters(), child.parameters()):
+                p_new.requires_grad_(p_old.requires_grad)  # a frozen (momentum) encoder stays frozen
             tensors = list(child.parameters()) + list(child.buffers())
             setattr(model, name, split.to(tensors[0].device) if tensors else split)
         else:

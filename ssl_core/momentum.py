@@ -29,9 +29,12 @@ def ema_update_(target: nn.Module, online: nn.Module, m: float) -> None:
     """theta_target <- m theta_target + (1 - m) theta_online, parameter by parameter.
 
     m = 0 copies the online network (the key encoder *is* the query encoder); m -> 1 freezes
-    the target. Buffers (batch-norm running statistics) are copied, as in MoCo's code, where
-    the key encoder computes them itself in train mode; we copy so that an eval-mode target
-    also has sensible statistics. Both networks must have the same architecture.
+    the target. Buffers (batch-norm running statistics) are copied from the online network.
+    MoCo's code does *not* do this: there the key encoder runs in train mode, normalises with
+    batch statistics and keeps its own running statistics. We copy so that a target used in
+    eval mode (a kNN of the key encoder, DINO's teacher) has the online network's statistics;
+    in train mode a BN layer normalises with batch statistics, so the copy does not change a
+    training step. Both networks must have the same architecture.
 
     Built in: notebooks/05_moco_v1.ipynb
     """

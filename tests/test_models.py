@@ -173,3 +173,12 @@ def test_split_batchnorm_converts_a_network_and_keeps_its_state():
         torch.testing.assert_close(grouped[2 * g:2 * g + 2], reference.train()(x[2 * g:2 * g + 2]))
     split_batchnorm_(net, 1)
     torch.testing.assert_close(net.train()(x), reference.train()(x))
+
+
+def test_split_batchnorm_keeps_a_frozen_encoder_frozen():
+    from ssl_core.momentum import copy_frozen
+    online = SmallCNN(width=4)
+    key = split_batchnorm_(copy_frozen(online), 4)             # MoCo: the key encoder is made frozen, then split
+    assert sum(p.requires_grad for p in key.parameters()) == 0
+    query = split_batchnorm_(online, 4)                        # the query encoder stays trainable
+    assert all(p.requires_grad for p in query.parameters())
