@@ -271,3 +271,66 @@ def swav_loss(scores: Tensor, codes: Tensor, temperature: float = 0.1) -> Tensor
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return -(codes.detach() * torch.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------- self-distillation (13)
+
+def dino_loss(student_out: list[Tensor], teacher_out: list[Tensor], center: Tensor,
+              student_temp: float = 0.1, teacher_temp: float = 0.04) -> Tensor:
+    """DINO's loss (Caron et al. 2021, eq. 3 and Algorithm 1): cross-entropy from the centred,
+    sharpened teacher to the student, over every pair of *different* crops,
+
+        P_t(x) = softmax((g_t(x) - c) / teacher_temp),   P_s(x) = softmax(g_s(x) / student_temp),
+        L = mean over pairs (x in global crops, x' in all crops, x' != x) of  -sum_k P_t(x)_k log P_s(x')_k,
+
+    each pair's term a batch mean. student_out: V tensors (N, K), the global crops first (the
+    same order as teacher_out); teacher_out: G tensors (N, K), the global crops; center (1, K) or
+    (K,). The teacher side is detached here (its outputs are targets; the teacher is an EMA,
+    never trained by this loss).
+
+    Built in: notebooks/13_dino.ipynb
+    """
+    if not student_out or not teacher_out or len(teacher_out) > len(student_out):
+        raise ValueError(f"need >= 1 teacher crop and at least as many student crops, got "
+                         f"{len(teacher_out)} teacher and {len(student_out)} student crops")
+    if not student_temp > 0 or not teacher_temp > 0:
+        raise ValueError(f"temperatures must be > 0, got student {student_temp}, teacher {teacher_temp}")
+    shape = teacher_out[0].shape
+    if any(t.shape != shape for t in [*teacher_out, *student_out]) or len(shape) != 2:
+        raise ValueError(f"every crop's output must have the same shape (N, K), got "
+                         f"{[tuple(t.shape) for t in [*teacher_out, *student_out]]}")
+    targets = [torch.softmax((t.detach() - center.detach()) / teacher_temp, dim=1) for t in teacher_out]
+    log_probs = [torch.log_softmax(s / student_temp, dim=1) for s in student_out]
+    terms = [-(p_t * log_probs[j]).sum(dim=1).mean()
+             for i, p_t in enumerate(targets) for j in range(len(log_probs)) if j != i]
+    if not terms:
+        raise ValueError("no pair of different crops: give the student at least 2 crops")
+    return torch.stack(terms).mean()
+
+
+class DINOCenter(torch.nn.Module):
+    """DINO's centre c (Caron et al. 2021, eq. 4), the one stateful piece of a loss in the series:
+    an exponential moving average of the teacher's outputs over batches,
+
+        c <- m c + (1 - m) mean_n g_t(x_n),     m = 0.9 in the paper,
+
+    subtracted from the teacher's outputs in `dino_loss` so that no one dimension can dominate
+    (centring prevents that collapse; sharpening by a low teacher temperature prevents the
+    other one, the uniform output). `update_(teacher_out)` is called in the notebook's loop after
+    the loss, with all global crops' outputs concatenated, (M, K). A buffer: saved in checkpoints.
+
+    Built in: notebooks/13_dino.ipynb
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.9):
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.momentum = momentum
+        self.register_buffer("center", torch.zeros(1, dim))
+
+    @torch.no_grad()
+    def update_(self, teacher_out: Tensor) -> None:
+        if teacher_out.dim() != 2 or teacher_out.shape[1] != self.center.shape[1]:
+            raise ValueError(f"expected teacher outputs (M, {self.center.shape[1]}), got {tuple(teacher_out.shape)}")
+        self.center.mul_(self.momentum).add_(teacher_out.mean(dim=0, keepdim=True), alpha=1 - self.momentum)

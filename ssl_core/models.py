@@ -13,6 +13,9 @@ Every backbone maps (N, 3, H, W) images to (N, feature_dim) features and exposes
 - MaskedConvContext: CPC's autoregressive (top-to-bottom) context network over a patch grid.
 - SplitBatchNorm / split_batchnorm_: per-group batch norm, one device simulating several GPUs
   (MoCo's Shuffle BN, notebooks/05_moco_v1.ipynb).
+- ViT (with Attention, TransformerBlock): a small Vision Transformer whose attention is written
+  out, [CLS] attention maps, a freezable patch projection (MoCo v3, DINO: notebooks 12-13).
+- DINOHead: MLP -> bottleneck -> L2 norm -> weight-normalised last layer (DINO).
 
 Infrastructure, used by every notebook.
 """
@@ -201,3 +204,160 @@ def split_batchnorm_(model: nn.Module, groups: int) -> nn.Module:
         else:
             split_batchnorm_(child, groups)
     return model
+
+
+# ---------------------------------------------------------------- Vision Transformer (12-13)
+
+class Attention(nn.Module):
+    """Multi-head self-attention written out (Vaswani et al. 2017), so the attention matrix is
+    a tensor a reader can look at:
+
+        q, k, v = x W_q, x W_k, x W_v  split into `heads` heads of size d = dim / heads,
+        A = softmax(q k^T / sqrt(d))   (N, heads, T, T), rows sum to 1,
+        out = concat_heads(A v) W_o.
+
+    forward(x (N, T, dim)) -> (out (N, T, dim), A (N, heads, T, T)).
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        n, t, dim = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, dim // self.heads).permute(2, 0, 3, 1, 4)  # (N, h, T, d) each
+        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)                     # (N, h, T, T)
+        out = (attn @ v).transpose(1, 2).reshape(n, t, dim)                                      # (N, T, dim)
+        return self.proj(out), attn
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + Attention(LN(x)), then x + MLP(LN(x)) with a GELU MLP of mlp_ratio * dim."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x):
+        out, attn = self.attn(self.norm1(x))
+        x = x + out
+        return x + self.mlp(self.norm2(x)), attn
+
+
+class ViT(nn.Module):
+    """Vision Transformer (Dosovitskiy et al. 2021) for small images; (N, dim) [CLS] features.
+
+    patch embedding: a Conv2d with kernel = stride = patch_size, (N, 3, H, W) -> (N, dim, H/p, W/p),
+    flattened to T = (H/p)(W/p) tokens; a learnable [CLS] token in front; learnable position
+    embeddings for the `image_size` grid, interpolated (bicubic) when an input has another size
+    (DINO's small local crops); `depth` pre-norm blocks; a final LayerNorm; the [CLS] token is
+    the feature (feature_dim = dim).
+
+    last_attention(x) -> (N, heads, T): the last block's attention of [CLS] over the patches
+    (rows of the full matrix sum to 1 over [CLS] + patches), for DINO's attention maps.
+    freeze_patch_embed_(): MoCo v3's fix for unstable training (Chen et al. 2021, Sec. 4.2): a
+    random patch projection that is never trained.
+
+    Built in: notebooks/12_moco_v3.ipynb, used by 13_dino
+    """
+
+    def __init__(self, image_size: int = 32, patch_size: int = 4, dim: int = 192, depth: int = 6,
+                 heads: int = 3, mlp_ratio: float = 4.0, in_channels: int = 3):
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
+        self.patch_size, self.grid, self.feature_dim = patch_size, image_size // patch_size, dim
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, dim))
+        self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        for p in (self.cls_token, self.pos_embed):
+            nn.init.trunc_normal_(p, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def _position_embedding(self, gh: int, gw: int) -> torch.Tensor:
+        """(1, 1 + gh*gw, dim): the stored grid's embeddings, resized to a gh x gw grid if needed."""
+        if (gh, gw) == (self.grid, self.grid):
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        dim = patch_pos.shape[-1]
+        grid = patch_pos.reshape(1, self.grid, self.grid, dim).permute(0, 3, 1, 2)        # (1, dim, g, g)
+        grid = F.interpolate(grid, size=(gh, gw), mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, grid.permute(0, 2, 3, 1).reshape(1, gh * gw, dim)], dim=1)
+
+    def tokens(self, x):
+        """(N, 3, H, W) -> (N, 1 + T, dim): [CLS] + patch tokens with position embeddings."""
+        if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}")
+        patches = self.patch_embed(x)                                   # (N, dim, H/p, W/p)
+        gh, gw = patches.shape[-2:]
+        patches = patches.flatten(2).transpose(1, 2)                    # (N, T, dim)
+        cls = self.cls_token.expand(len(x), -1, -1)                     # (N, 1, dim)
+        return torch.cat([cls, patches], dim=1) + self._position_embedding(gh, gw)
+
+    def forward(self, x):
+        h = self.tokens(x)
+        for block in self.blocks:
+            h, _ = block(h)
+        return self.norm(h)[:, 0]                                       # (N, dim): the [CLS] token
+
+    @torch.no_grad()
+    def last_attention(self, x):
+        """(N, heads, T): attention of [CLS] over the T patches in the last block."""
+        h = self.tokens(x)
+        for block in self.blocks:
+            h, attn = block(h)
+        return attn[:, :, 0, 1:]
+
+    def freeze_patch_embed_(self) -> "ViT":
+        """Stop training the patch projection (MoCo v3's stability fix); returns self."""
+        for p in self.patch_embed.parameters():
+            p.requires_grad_(False)
+        return self
+
+
+class DINOHead(nn.Module):
+    """DINO's projection head (Caron et al. 2021, Sec. 3.1 and the authors' code):
+
+        MLP (n_layers Linear layers, GELU, hidden width `hidden`, last one to `bottleneck`)
+        -> L2 normalisation -> a weight-normalised Linear to K = out_dim outputs, no bias.
+
+    With the weight norm's scale fixed to 1 (the code's default, norm_last_layer=True), each
+    output is a cosine between the normalised bottleneck feature and one of K unit rows, so the
+    outputs lie in [-1, 1] before the temperature. (N, in_dim) -> (N, out_dim).
+
+    Built in: notebooks/13_dino.ipynb
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256, n_layers: int = 3):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        dims = [in_dim] + [hidden] * (n_layers - 1) + [bottleneck]
+        layers: list[nn.Module] = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            layers.append(nn.Linear(d_in, d_out))
+            if i < n_layers - 1:
+                layers.append(nn.GELU())
+        self.mlp = nn.Sequential(*layers)
+        self.last = nn.Parameter(torch.empty(out_dim, bottleneck))
+        nn.init.trunc_normal_(self.last, std=0.02)
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        z = F.normalize(self.mlp(x), dim=1)                             # (N, bottleneck), unit rows
+        return z @ F.normalize(self.last, dim=1).T                      # (N, out_dim), cosines

@@ -341,3 +341,50 @@ def test_swav_loss_one_hot_codes_is_cross_entropy_and_codes_get_no_gradient():
     assert swav_loss(scores, one_hot, 0.5).item() == pytest.approx(F.cross_entropy(scores / 0.5, target).item(), rel=1e-6)
     swav_loss(scores, codes, 0.1).backward()
     assert codes.grad is None and scores.grad is not None
+
+
+# ---------------------------------------------------------------- DINO (13)
+
+def test_dino_loss_matches_a_loop_over_crop_pairs():
+    from ssl_core.losses import dino_loss
+    torch.manual_seed(0)
+    student = [torch.randn(4, 6, requires_grad=True) for _ in range(4)]   # 2 global + 2 local crops
+    teacher = [torch.randn(4, 6) for _ in range(2)]
+    center = torch.randn(1, 6)
+    total, pairs = 0.0, 0
+    for i in range(2):
+        for j in range(4):
+            if i == j:
+                continue
+            for n in range(4):
+                p_t = torch.exp((teacher[i][n] - center[0]) / 0.04)
+                p_t = p_t / p_t.sum()
+                log_p_s = student[j][n] / 0.1 - torch.logsumexp(student[j][n] / 0.1, dim=0)
+                total = total - (p_t * log_p_s).sum() / 4
+            pairs += 1
+    torch.testing.assert_close(dino_loss(student, teacher, center), total / pairs)
+    dino_loss(student, [t.requires_grad_() for t in teacher], center).backward()
+    assert all(t.grad is None for t in teacher) and student[3].grad is not None   # the teacher is a target
+
+
+def test_dino_loss_bad_input():
+    from ssl_core.losses import dino_loss
+    with pytest.raises(ValueError, match="at least 2 crops"):
+        dino_loss([torch.randn(2, 3)], [torch.randn(2, 3)], torch.zeros(3))
+    with pytest.raises(ValueError, match="same shape"):
+        dino_loss([torch.randn(2, 3), torch.randn(2, 4)], [torch.randn(2, 3)], torch.zeros(3))
+
+
+def test_dino_center_is_an_ema_of_batch_means():
+    from ssl_core.losses import DINOCenter
+    torch.manual_seed(0)
+    c = DINOCenter(5, momentum=0.9)
+    batches = [torch.randn(8, 5) for _ in range(3)]
+    expected = torch.zeros(1, 5)
+    for b in batches:
+        c.update_(b)
+        expected = 0.9 * expected + 0.1 * b.mean(0, keepdim=True)
+    torch.testing.assert_close(c.center, expected)
+    assert "center" in c.state_dict()
+    with pytest.raises(ValueError, match="expected teacher outputs"):
+        c.update_(torch.randn(8, 4))

@@ -182,3 +182,77 @@ def test_split_batchnorm_keeps_a_frozen_encoder_frozen():
     assert sum(p.requires_grad for p in key.parameters()) == 0
     query = split_batchnorm_(online, 4)                        # the query encoder stays trainable
     assert all(p.requires_grad for p in query.parameters())
+
+
+# ---------------------------------------------------------------- ViT and the DINO head (12-13)
+
+from ssl_core.models import ViT, Attention, DINOHead  # noqa: E402
+
+
+def test_vit_shapes_and_cls_feature():
+    torch.manual_seed(0)
+    vit = ViT(image_size=16, patch_size=4, dim=32, depth=2, heads=4)
+    x = torch.randn(3, 3, 16, 16)
+    assert vit.feature_dim == 32 and vit(x).shape == (3, 32)
+    assert vit.tokens(x).shape == (3, 1 + 16, 32)                  # [CLS] + (16/4)^2 patches
+    assert vit.last_attention(x).shape == (3, 4, 16)               # (N, heads, patches)
+
+
+def test_attention_rows_sum_to_one_and_match_sdpa():
+    torch.manual_seed(0)
+    attn = Attention(dim=24, heads=3)
+    x = torch.randn(2, 7, 24)
+    out, a = attn(x)
+    torch.testing.assert_close(a.sum(-1), torch.ones(2, 3, 7))
+    q, k, v = attn.qkv(x).reshape(2, 7, 3, 3, 8).permute(2, 0, 3, 1, 4)
+    reference = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, 7, 24)
+    torch.testing.assert_close(out, attn.proj(reference))
+    loop = torch.zeros(2, 3, 7, 7)                                   # softmax(q k^T / sqrt(d)), entry by entry
+    for n in range(2):
+        for h in range(3):
+            for i in range(7):
+                logits = torch.stack([q[n, h, i] @ k[n, h, j] / 8 ** 0.5 for j in range(7)])
+                loop[n, h, i] = logits.exp() / logits.exp().sum()
+    torch.testing.assert_close(a, loop)
+
+
+def test_vit_last_attention_is_cls_row_of_last_block():
+    torch.manual_seed(0)
+    vit = ViT(image_size=8, patch_size=4, dim=16, depth=2, heads=2).eval()
+    x = torch.randn(2, 3, 8, 8)
+    h = vit.tokens(x)
+    h, _ = vit.blocks[0](h)
+    _, a = vit.blocks[1](h)
+    torch.testing.assert_close(vit.last_attention(x), a[:, :, 0, 1:])
+    assert (vit.last_attention(x).sum(-1) < 1).all()                # the rest of the mass is on [CLS] itself
+
+
+def test_vit_frozen_patch_embedding_gets_no_gradient():
+    torch.manual_seed(0)
+    vit = ViT(image_size=8, patch_size=4, dim=16, depth=1, heads=2).freeze_patch_embed_()
+    vit(torch.randn(4, 3, 8, 8)).pow(2).sum().backward()
+    assert all(p.grad is None for p in vit.patch_embed.parameters())
+    assert vit.pos_embed.grad is not None and vit.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_vit_position_embedding_interpolates_for_other_sizes():
+    torch.manual_seed(0)
+    vit = ViT(image_size=16, patch_size=4, dim=16, depth=1, heads=2)
+    assert vit(torch.randn(2, 3, 8, 8)).shape == (2, 16)            # a local crop: 2x2 patches
+    torch.testing.assert_close(vit._position_embedding(4, 4), vit.pos_embed)
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        vit(torch.randn(1, 3, 10, 10))
+    with pytest.raises(ValueError, match="divisible"):
+        ViT(dim=30, heads=4)
+
+
+def test_dino_head_outputs_cosines_and_ignores_feature_scale():
+    torch.manual_seed(0)
+    head = DINOHead(in_dim=16, out_dim=10, hidden=32, bottleneck=8, n_layers=3)
+    x = torch.randn(5, 16)
+    y = head(x)
+    assert y.shape == (5, 10) and y.abs().max() <= 1 + 1e-6
+    z = F.normalize(head.mlp(x), dim=1)
+    loop = torch.stack([torch.stack([z[n] @ head.last[k] / head.last[k].norm() for k in range(10)]) for n in range(5)])
+    torch.testing.assert_close(y, loop)
+    assert len([m for m in head.mlp if isinstance(m, nn.Linear)]) == 3
