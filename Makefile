@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lab test unit notebooks results benchmark clean
+.PHONY: setup lab test unit notebooks gpu-dry results benchmark gpu-results clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-test: unit notebooks
+test: unit notebooks gpu-dry
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
@@ -27,6 +27,18 @@ unit: $(STAMP)
 # Every notebook executed top to bottom under the small `smoke` budget.
 notebooks: $(STAMP)
 	SSL_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax notebooks/ -q -p no:cacheprovider
+
+# Every notebook's gpu code path (ResNet-18, the papers' sizes and heads) for a couple of small
+# steps per training loop, on the CPU: a typo in a gpu-only branch fails here, not on a reader's GPU.
+gpu-dry: $(STAMP)
+	SSL_PROFILE=gpu-dry $(BIN)/python -m pytest --nbval-lax notebooks/ -q -p no:cacheprovider
+
+# A reader with a GPU: run notebooks under the gpu profile, capped in wall-clock time, and print
+# a table (epochs, minutes, images/s, kNN, peak GPU memory). NOTEBOOKS="06_simclr_v1 09_byol" MINUTES=90
+NOTEBOOKS ?= 06_simclr_v1 07_moco_v2
+MINUTES ?= 60
+gpu-results: $(STAMP)
+	$(BIN)/python benchmarks/gpu_results.py $(NOTEBOOKS) --minutes $(MINUTES)
 
 # Rebuild the README's results table from results/*.json.
 results: $(STAMP)
@@ -37,4 +49,4 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/data_load.py --fresh
 
 clean:
-	rm -rf checkpoints results/smoke .pytest_cache
+	rm -rf checkpoints results/smoke results/gpu-dry .pytest_cache

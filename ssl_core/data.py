@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - a future torchvision
     decode_image = None
 
 from ssl_core.checkpoint import atomic_write
+from ssl_core.profiles import dry_run_limits
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -326,7 +327,9 @@ class OnDeviceLoader:
     Yields (idx, x, y): idx (N,) int64 sample indices (memory banks need them), x (N, 3, H, W) uint8
     = images[idx], y (N,) = labels[idx] (-1 when no labels were given), all on the images' device.
     With a seed, the sequence of epochs is reproducible (the same on every device); without one,
-    the global torch RNG (seed_everything) decides. Infrastructure (airbench style).
+    the global torch RNG (seed_everything) decides. Under the gpu-dry profile (profiles.py) each
+    pass stops after DRY_RUN_STEPS batches of at most DRY_RUN_BATCH images. Infrastructure
+    (airbench style).
     """
 
     def __init__(self, dataset_or_images, labels=None, batch_size=256, shuffle=True, drop_last=True,
@@ -345,6 +348,10 @@ class OnDeviceLoader:
                              f"({len(images)} on {images.device}); move both with .to(device)")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        limits = dry_run_limits()  # a gpu-dry run: the gpu recipe, a couple of small steps per pass
+        self.max_steps = None
+        if limits is not None:
+            self.max_steps, batch_size = limits[0], min(batch_size, limits[1])
         if drop_last and batch_size > len(images):
             raise ValueError(f"batch_size {batch_size} > {len(images)} images with drop_last=True gives no "
                              "batches at all; lower batch_size or pass drop_last=False")
@@ -354,7 +361,8 @@ class OnDeviceLoader:
 
     def __len__(self) -> int:
         n = len(self.images)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        steps = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        return steps if self.max_steps is None else min(steps, self.max_steps)
 
     def __iter__(self):
         n = len(self.images)
@@ -363,5 +371,5 @@ class OnDeviceLoader:
         else:
             order = torch.arange(n, device=self.images.device)  # (n,)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start:start + self.batch_size]  # (N,)
+            idx = order[start:start + self.batch_size]  # (N,); the last one shorter without drop_last
             yield idx, self.images[idx], self.labels[idx]

@@ -10,7 +10,13 @@ Infrastructure (used by every notebook's setup cell):
 | smoke   | cpu, always     | 2,000 train / 1,000 test images | whole notebook well under 2 min    |
 | laptop  | cpu, always     | full                            | main training <= 5 min on 2 cores  |
 | gpu     | cuda (required) | full                            | the paper's recipe at CIFAR scale  |
+| gpu-dry | cpu             | 200 train / 100 test images     | the gpu recipe, 2 steps per loop   |
 | auto    | gpu if CUDA is available, else laptop                                                     |
+
+gpu-dry is the gpu profile proven without a GPU (CI runs it): pick() returns the gpu values, so
+every gpu-only choice (backbone, widths, crop sizes, heads, schedules) executes, but on the CPU,
+with little data, `epochs()` capped at 1 and every OnDeviceLoader capped at DRY_RUN_STEPS
+batches of at most DRY_RUN_BATCH images. The caps live here and in the loader, not in notebooks.
 
 smoke and laptop run on the CPU even where CUDA exists: they define a CPU budget, and the
 committed notebook outputs come from laptop runs, so they must mean the same on every machine.
@@ -26,6 +32,14 @@ from dataclasses import dataclass
 import torch
 
 PROFILES = ("smoke", "laptop", "gpu")
+DRY_RUN_STEPS = 2     # batches per pass over an OnDeviceLoader in a gpu-dry run
+DRY_RUN_BATCH = 32    # the largest batch in a gpu-dry run (ResNet-18 steps on 2 CPU cores)
+_dry_run = False      # set by get_profile(); read by data.OnDeviceLoader through dry_run_limits()
+
+
+def dry_run_limits() -> tuple[int, int] | None:
+    """(max steps per pass, max batch size) while a gpu-dry profile is active, else None. Infrastructure."""
+    return (DRY_RUN_STEPS, DRY_RUN_BATCH) if _dry_run else None
 
 
 def describe_device(device) -> str:
@@ -40,12 +54,18 @@ def describe_device(device) -> str:
 
 @dataclass(frozen=True)
 class Profile:
-    """A run budget. n_train / n_test: how many images to use (None = the full split). Infrastructure."""
+    """A run budget. n_train / n_test: how many images to use (None = the full split).
+    recipe: whose values pick() returns (the name itself, except "gpu" for gpu-dry). Infrastructure."""
 
     name: str
     device: torch.device
     n_train: int | None
     n_test: int | None
+    recipe: str | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return self.name == "gpu-dry"
 
     def pick(self, **values):
         """The value for this profile: profile.pick(smoke=1, laptop=15, gpu=200) -> 15 under laptop."""
@@ -57,14 +77,33 @@ class Profile:
                 hints.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
             raise ValueError(f"pick(): unknown profile names {', '.join(hints)}; "
                              f"valid names: {', '.join(PROFILES)}")
-        if self.name not in values:
-            raise ValueError(f"pick(): no value for the current profile {self.name!r} "
+        recipe = self.recipe or self.name
+        if recipe not in values:
+            raise ValueError(f"pick(): no value for the current profile {recipe!r} "
                              f"(got {', '.join(values) or 'none'}); "
                              f"give one for each of {', '.join(PROFILES)}, e.g. pick(smoke=1, laptop=15, gpu=200)")
-        return values[self.name]
+        return values[recipe]
+
+    def epochs(self, **values):
+        """pick() for a number of epochs (or a tuple of them): the same value, except in a gpu-dry
+        run, where each is capped at 1 (together with the loader's step cap, every training loop
+        then runs a couple of steps). profile.epochs(smoke=2, laptop=6, gpu=200)."""
+        value = self.pick(**values)
+        if not self.dry_run:
+            return value
+        return tuple(min(v, 1) for v in value) if isinstance(value, (tuple, list)) else min(value, 1)
+
+    def steps(self, **values):
+        """pick() for a number of optimiser steps: the same value, except capped at DRY_RUN_STEPS
+        in a gpu-dry run. profile.steps(smoke=30, laptop=560, gpu=19_500)."""
+        value = self.pick(**values)
+        return min(value, DRY_RUN_STEPS) if self.dry_run else value
 
     def describe(self) -> str:
         """'profile laptop on cpu (2 threads)' / 'profile gpu on cuda (NVIDIA H100 80GB HBM3)'."""
+        if self.dry_run:
+            return (f"profile gpu-dry (the gpu recipe on {describe_device(self.device)}: {self.n_train} images, "
+                    f"<= {DRY_RUN_STEPS} steps of <= {DRY_RUN_BATCH} per loop)")
         return f"profile {self.name} on {describe_device(self.device)}"
 
 
@@ -73,18 +112,23 @@ def get_profile(name: str | None = None) -> Profile:
 
     smoke and laptop always run on the CPU; gpu needs CUDA. Infrastructure.
     """
+    global _dry_run
     requested = name if name is not None else os.environ.get("SSL_PROFILE", "auto")
     chosen = str(requested).strip().lower() or "auto"
     if chosen == "auto":
         chosen = "gpu" if torch.cuda.is_available() else "laptop"
+    _dry_run = chosen == "gpu-dry"
+    if _dry_run:
+        return Profile("gpu-dry", torch.device("cpu"), n_train=200, n_test=100, recipe="gpu")
     if chosen not in PROFILES:
         origin = "get_profile()" if name is not None else "SSL_PROFILE"
-        raise ValueError(f"unknown profile {requested!r} (from {origin}); valid names: {', '.join(PROFILES)}, auto. "
+        raise ValueError(f"unknown profile {requested!r} (from {origin}); valid names: {', '.join(PROFILES)}, gpu-dry, auto. "
                          "Set it with the environment variable (SSL_PROFILE=laptop) "
                          "or in code (get_profile(\"laptop\")).")
     if chosen == "gpu" and not torch.cuda.is_available():
         raise ValueError("profile 'gpu' needs CUDA, and torch.cuda.is_available() is False on this machine; "
-                         "use the CPU budget instead: SSL_PROFILE=laptop (or get_profile(\"laptop\")).")
+                         "use the CPU budget instead: SSL_PROFILE=laptop (or get_profile(\"laptop\")); "
+                         "SSL_PROFILE=gpu-dry runs the gpu recipe's code for a couple of steps on the CPU.")
     if chosen == "smoke":
         return Profile("smoke", torch.device("cpu"), n_train=2000, n_test=1000)
     device = torch.device("cuda" if chosen == "gpu" else "cpu")

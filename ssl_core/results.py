@@ -25,15 +25,17 @@ from ssl_core.profiles import describe_device
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-_AUTOMATIC = ("notebook", "profile", "device", "date", "torch_version")
+_AUTOMATIC = ("notebook", "profile", "device", "date", "torch_version", "peak_gpu_memory_gib")
 COLUMNS = ("notebook", "method", "dataset", "profile", "device", "epochs", "train time",
            "kNN top-1", "random-init kNN", "gain")
 
 
 def results_dir(profile=None) -> Path:
-    """$SSL_RESULTS_DIR or <repo>/results; its smoke/ subfolder for the smoke profile. Infrastructure."""
+    """$SSL_RESULTS_DIR or <repo>/results for laptop runs (the README's table); its smoke/, gpu/
+    and gpu-dry/ subfolders for those profiles. Infrastructure."""
     root = Path(os.environ.get("SSL_RESULTS_DIR") or _REPO_ROOT / "results").expanduser()
-    return root / "smoke" if getattr(profile, "name", profile) == "smoke" else root
+    name = getattr(profile, "name", profile)
+    return root / name if name in ("smoke", "gpu", "gpu-dry") else root
 
 
 def _plain(value, key: str):
@@ -58,7 +60,8 @@ def save_results(name: str, profile, **figures) -> Path:
     name: the notebook, e.g. "01_instdisc". profile: the Profile the run used. figures: e.g.
     method, dataset, dataset_source, n_train, n_test, epochs, train_seconds, knn_top1,
     random_init_knn_top1, raw_pixel_knn_top1 (accuracies as fractions 0..1). Added
-    automatically: notebook, profile, device, date (UTC, ISO 8601), torch_version. Infrastructure.
+    automatically: notebook, profile, device, date (UTC, ISO 8601), torch_version, and on CUDA
+    peak_gpu_memory_gib (torch.cuda.max_memory_allocated). Infrastructure.
     """
     if not isinstance(name, str) or not name or any(sep in name for sep in "/\\") or name.endswith(".json"):
         raise ValueError(f"save_results: name must be the notebook's name like '01_instdisc', got {name!r}")
@@ -69,6 +72,8 @@ def save_results(name: str, profile, **figures) -> Path:
         raise ValueError(f"save_results: {clash} are filled in automatically; do not pass them as figures")
     record = {"notebook": name, "profile": profile.name, "device": describe_device(profile.device),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch_version": torch.__version__}
+    if torch.device(profile.device).type == "cuda":  # for `make gpu-results`' table
+        record["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(profile.device) / 2**30, 2)
     for key, value in figures.items():
         value = _plain(value, key)
         if key.endswith(("top1", "top5")) and isinstance(value, (int, float)) and not 0 <= value <= 1:

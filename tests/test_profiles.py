@@ -43,7 +43,7 @@ def test_smoke_and_laptop_stay_on_the_cpu_even_with_cuda(fake_cuda):
 def test_unknown_name_lists_valid_names_and_how_to_set_it(monkeypatch):
     with pytest.raises(ValueError) as info:
         get_profile("labtop")
-    for text in ("'labtop'", "smoke, laptop, gpu, auto", "SSL_PROFILE=laptop", 'get_profile("laptop")'):
+    for text in ("'labtop'", "smoke, laptop, gpu, gpu-dry, auto", "SSL_PROFILE=laptop", 'get_profile("laptop")'):
         assert text in str(info.value)
     monkeypatch.setenv("SSL_PROFILE", "fast")
     with pytest.raises(ValueError, match="'fast' \\(from SSL_PROFILE\\)"):
@@ -84,3 +84,19 @@ def test_seed_everything_makes_every_generator_repeat():
     assert isinstance(seed_everything(0), torch.Generator)
     with pytest.raises(TypeError, match="seed must be an int"):
         seed_everything(1.5)
+
+
+def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
+    from ssl_core import data
+    dry = get_profile("gpu-dry")
+    assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (200, 100)
+    assert dry.pick(smoke=1, laptop=15, gpu=200) == 200             # the gpu recipe's values ...
+    assert dry.epochs(smoke=1, laptop=15, gpu=200) == 1             # ... but a single epoch
+    assert dry.epochs(smoke=(10, 2), laptop=(100, 20), gpu=(60, 30)) == (1, 1)
+    images = torch.zeros(512, 3, 4, 4, dtype=torch.uint8)
+    loader = data.OnDeviceLoader(images, batch_size=256)
+    batches = [x for _, x, _ in loader]
+    assert len(loader) == len(batches) == 2 and all(len(x) == 32 for x in batches)
+    laptop = get_profile("laptop")                                 # switching back lifts the caps
+    assert laptop.epochs(smoke=1, laptop=15, gpu=200) == 15 and not laptop.dry_run
+    assert len(data.OnDeviceLoader(images, batch_size=256)) == 2 and len(list(data.OnDeviceLoader(images, batch_size=64))) == 8

@@ -28,6 +28,15 @@ def test_smoke_results_go_to_their_own_folder(results_root):
     assert sorted(p.name for p in results_root.iterdir()) == ["01_instdisc.json", "smoke"]  # no temp files
 
 
+def test_gpu_and_gpu_dry_results_stay_out_of_the_readme_table(results_root):
+    dry = Profile("gpu-dry", torch.device("cpu"), 512, 256, recipe="gpu")
+    gpu = Profile("gpu", torch.device("cpu"), None, None)   # device cpu: no CUDA memory figure to add
+    assert save_results("06_simclr_v1", dry, epochs=1, knn_top1=0.1) == results_root / "gpu-dry" / "06_simclr_v1.json"
+    assert save_results("06_simclr_v1", gpu, epochs=2, knn_top1=0.1) == results_root / "gpu" / "06_simclr_v1.json"
+    assert load_results() == []
+    assert "peak_gpu_memory_gib" not in json.loads((results_root / "gpu" / "06_simclr_v1.json").read_text())
+
+
 def test_saved_record_holds_figures_and_run_facts(results_root):
     path = save_results("01_instdisc", LAPTOP, dataset="cifar10", n_train=np.int64(50000),
                         train_seconds=291.4, knn_top1=torch.tensor(0.5031), history=[{"loss": torch.tensor(2.0)}])
