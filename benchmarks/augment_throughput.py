@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 import ssl_core.augment as A
+import ssl_core.color as C
 from ssl_core.data import load_cifar10
 
 
@@ -135,12 +136,12 @@ def profile_kernels(images: torch.Tensor, batch_size: int, device: torch.device,
         "random_resized_crop": lambda: A.random_resized_crop(x, 32, aug.crop_scale, aug.crop_ratio, g),
         "horizontal_flip": lambda: A.horizontal_flip(x, aug.flip_p, g),
         "color_jitter (all 4, p=0.8)": lambda: A.color_jitter(x, *aug.jitter, p=aug.jitter_p, generator=g),
-        "  adjust_brightness": lambda: A.adjust_brightness(x, torch.full((len(x),), 1.2, device=device)),
-        "  adjust_contrast": lambda: A.adjust_contrast(x, torch.full((len(x),), 1.2, device=device)),
-        "  adjust_saturation": lambda: A.adjust_saturation(x, torch.full((len(x),), 1.2, device=device)),
-        "  adjust_hue": lambda: A.adjust_hue(x, torch.full((len(x),), 0.05, device=device)),
-        "    rgb_to_hsv": lambda: A.rgb_to_hsv(x),
-        "    hsv_to_rgb": lambda: A.hsv_to_rgb(x),
+        "  adjust_brightness": lambda: C.adjust_brightness(x, torch.full((len(x),), 1.2, device=device)),
+        "  adjust_contrast": lambda: C.adjust_contrast(x, torch.full((len(x),), 1.2, device=device)),
+        "  adjust_saturation": lambda: C.adjust_saturation(x, torch.full((len(x),), 1.2, device=device)),
+        "  adjust_hue": lambda: C.adjust_hue(x, torch.full((len(x),), 0.05, device=device)),
+        "    rgb_to_hsv": lambda: C.rgb_to_hsv(x),
+        "    hsv_to_rgb": lambda: C.hsv_to_rgb(x),
         "random_grayscale": lambda: A.random_grayscale(x, aug.gray_p, g),
         "normalize": lambda: A.normalize(x),
         "whole simclr_augment (1 view)": lambda: aug(u8, g),

@@ -1,4 +1,5 @@
-"""Datasets as uint8 tensors (N, 3, H, W) + int64 labels (N,), and batches sliced on the device.
+"""Datasets as uint8 tensors (N, 3, H, W) + int64 labels (N,); their batches come from
+`OnDeviceLoader` (ssl_core.loader, available here as data.OnDeviceLoader).
 
 Infrastructure (used by every notebook). Where load_cifar10 / load_stl10 find the images, first
 that works wins:
@@ -13,7 +14,6 @@ dataset's `source` says where its images came from (print `ds.describe()`).
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +31,8 @@ except ImportError:  # pragma: no cover - a future torchvision
     decode_image = None
 
 from ssl_core.checkpoint import atomic_write
-from ssl_core.profiles import dry_run_limits
+from ssl_core.loader import OnDeviceLoader  # noqa: F401  (re-exported: notebooks call data.OnDeviceLoader)
+from ssl_core.sampling import balanced_indices
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -92,24 +93,10 @@ class ImageDataset:
         return self._with(self.images.to(device), self.labels.to(device), self.source)
 
     def subset(self, n: int, seed: int = 0) -> "ImageDataset":
-        """n images, class-balanced: n // C from each class, the rest filled at random from what is
-        left; deterministic for a given seed, kept in the original order (the smoke profile)."""
-        if not isinstance(n, int) or not 1 <= n <= len(self):
-            raise ValueError(f"subset: n must be an int between 1 and {len(self):,} (the dataset size), got {n!r}")
-        generator = torch.Generator().manual_seed(seed)
-        labels = self.labels.cpu()
-        groups = labels.unique()  # (C,) sorted label values
-        per_class = n // len(groups)
-        chosen, left = [], []
-        for label in groups:
-            members = (labels == label).nonzero().flatten()
-            members = members[torch.randperm(len(members), generator=generator)]
-            chosen.append(members[:per_class])
-            left.append(members[per_class:])
-        left = torch.cat(left)
-        n_fill = n - sum(len(c) for c in chosen)
-        chosen.append(left[torch.randperm(len(left), generator=generator)[:n_fill]])
-        index = torch.cat(chosen).sort().values.to(self.images.device)  # (n,)
+        """n images, class-balanced (sampling.balanced_indices: n // C from each class, the rest
+        filled at random from what is left); deterministic for a given seed, kept in the original
+        order (the smoke profile, side runs)."""
+        index = balanced_indices(self.labels, n, seed).to(self.images.device)  # (n,)
         source = f"{self.source}; class-balanced subset of {n:,} of {len(self):,} (seed {seed})"
         return self._with(self.images[index], self.labels[index], source)
 
@@ -319,57 +306,3 @@ def load_stl10(split: str = "train", root=None, size: int | None = None) -> Imag
     for laptop budgets. The offline copy has train 4,000 / test 1,000, and its 'test' is a held-out
     part of the official train split (its `source` says so). Infrastructure."""
     return _load_official(_STL10, split, root, size)[0]
-
-
-class OnDeviceLoader:
-    """randperm + slicing over tensors already on the device; no DataLoader, no per-image Python.
-
-    Yields (idx, x, y): idx (N,) int64 sample indices (memory banks need them), x (N, 3, H, W) uint8
-    = images[idx], y (N,) = labels[idx] (-1 when no labels were given), all on the images' device.
-    With a seed, the sequence of epochs is reproducible (the same on every device); without one,
-    the global torch RNG (seed_everything) decides. Under the gpu-dry profile (profiles.py) each
-    pass stops after DRY_RUN_STEPS batches of at most DRY_RUN_BATCH images. Infrastructure
-    (airbench style).
-    """
-
-    def __init__(self, dataset_or_images, labels=None, batch_size=256, shuffle=True, drop_last=True,
-                 seed: int | None = None):
-        if isinstance(dataset_or_images, ImageDataset):
-            if labels is not None:
-                raise ValueError("OnDeviceLoader: labels come from the dataset; "
-                                 "pass labels only with a bare images tensor")
-            images, labels = dataset_or_images.images, dataset_or_images.labels
-        else:
-            images = dataset_or_images
-            if labels is None:
-                labels = torch.full((len(images),), -1, dtype=torch.int64, device=images.device)
-        if len(labels) != len(images) or labels.device != images.device:
-            raise ValueError(f"labels ({len(labels)} on {labels.device}) must match images "
-                             f"({len(images)} on {images.device}); move both with .to(device)")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        limits = dry_run_limits()  # a gpu-dry run: the gpu recipe, a couple of small steps per pass
-        self.max_steps = None
-        if limits is not None:
-            self.max_steps, batch_size = limits[0], min(batch_size, limits[1])
-        if drop_last and batch_size > len(images):
-            raise ValueError(f"batch_size {batch_size} > {len(images)} images with drop_last=True gives no "
-                             "batches at all; lower batch_size or pass drop_last=False")
-        self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.generator = None if seed is None else torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        n = len(self.images)
-        steps = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-        return steps if self.max_steps is None else min(steps, self.max_steps)
-
-    def __iter__(self):
-        n = len(self.images)
-        if self.shuffle:  # drawn on the CPU so a seed gives the same order on every device
-            order = torch.randperm(n, generator=self.generator).to(self.images.device)  # (n,)
-        else:
-            order = torch.arange(n, device=self.images.device)  # (n,)
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start:start + self.batch_size]  # (N,); the last one shorter without drop_last
-            yield idx, self.images[idx], self.labels[idx]

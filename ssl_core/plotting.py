@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ssl_core.evaluate import balanced_subset
+from ssl_core.sampling import balanced_indices
 
 MAX_WIDTH_INCHES = 10.0
 SAME_CLASS_COLOUR = "tab:green"  # neighbour frame when its class equals the query's
@@ -231,7 +231,7 @@ def plot_tsne(features: Tensor, labels: Tensor, classes: Sequence[str], n: int =
     if labels.min() < 0 or labels.max() >= len(classes):
         raise ValueError(f"labels must lie in [0, {len(classes)}) to index classes, got values in "
                          f"[{int(labels.min())}, {int(labels.max())}].")
-    index = balanced_subset(labels, n, seed, fill=True)  # (n,)
+    index = balanced_indices(labels, min(n, len(labels)), seed)  # (n,) class-balanced
     if perplexity >= len(index):
         raise ValueError(f"perplexity ({perplexity}) must be smaller than the number of points "
                          f"({len(index)}); lower perplexity or raise n.")

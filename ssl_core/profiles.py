@@ -24,6 +24,7 @@ committed notebook outputs come from laptop runs, so they must mean the same on 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import random
@@ -98,6 +99,39 @@ class Profile:
         in a gpu-dry run. profile.steps(smoke=30, laptop=560, gpu=19_500)."""
         value = self.pick(**values)
         return min(value, DRY_RUN_STEPS) if self.dry_run else value
+
+    @property
+    def mixed_precision(self) -> bool:
+        """bf16 autocast in training loops: on for the gpu recipe (gpu, gpu-dry), off with SSL_AMP=0."""
+        return (self.recipe or self.name) == "gpu" and os.environ.get("SSL_AMP", "1") != "0"
+
+    def autocast(self):
+        """The context for a training step's forward pass and loss:
+
+            with profile.autocast():
+                loss = criterion(model(x), ...)
+            loss.backward()
+
+        bf16 autocast under the gpu recipe (on CUDA; on the CPU in a gpu-dry run, so that CI runs
+        the same dtype paths), a no-op under smoke and laptop. Parameters, optimiser state, banks
+        and queues stay float32; on CUDA, autocast runs softmax, log-softmax and cross-entropy in
+        float32 (its CPU policy is narrower). bf16 needs no loss scaling (fp16 would)."""
+        if not self.mixed_precision:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The gpu recipe's speed-ups for a model, in place; returns the model. channels_last memory
+        for convolutional nets (what cuDNN's bf16 kernels want), and with SSL_COMPILE=1
+        torch.compile through model.compile() (in place, so parameter names and checkpoints do not
+        change; the first steps pay the compile time). A no-op under smoke and laptop."""
+        if (self.recipe or self.name) != "gpu":
+            return model
+        if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+            model.to(memory_format=torch.channels_last)
+        if os.environ.get("SSL_COMPILE", "0") == "1":
+            model.compile()
+        return model
 
     def describe(self) -> str:
         """'profile laptop on cpu (2 threads)' / 'profile gpu on cuda (NVIDIA H100 80GB HBM3)'."""

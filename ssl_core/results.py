@@ -30,6 +30,18 @@ COLUMNS = ("notebook", "method", "dataset", "profile", "device", "epochs", "trai
            "kNN top-1", "random-init kNN", "gain")
 
 
+def seed_spread(values) -> dict:
+    """The seed-to-seed noise of a run: the same run repeated with n >= 2 seeds, its accuracies
+    -> {"n", "mean", "min", "max", "range"} (range = max - min). Quote gaps against it: a gap
+    between two settings (one seed each) smaller than the range of the same setting over seeds
+    is not a finding. Infrastructure (01, 05, 09-13 use it for their side runs)."""
+    values = [float(v) for v in values]
+    if len(values) < 2 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"seed_spread needs at least 2 finite values (one per seed), got {values}")
+    return {"n": len(values), "mean": sum(values) / len(values), "min": min(values), "max": max(values),
+            "range": max(values) - min(values)}
+
+
 def results_dir(profile=None) -> Path:
     """$SSL_RESULTS_DIR or <repo>/results for laptop runs (the README's table); its smoke/, gpu/
     and gpu-dry/ subfolders for those profiles. Infrastructure."""

@@ -12,6 +12,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
 import ssl_core.augment as A
+import ssl_core.color as C
 
 N, S = 16, 32  # small batches keep the whole file fast on 2 CPU cores
 
@@ -55,9 +56,9 @@ FACTORS = torch.tensor([0.0, 0.3, 0.5, 0.8, 1.0, 1.0, 1.2, 1.4, 1.6, 2.0, 0.1, 0
 
 
 @pytest.mark.parametrize("ours, theirs", [
-    (A.adjust_brightness, TF.adjust_brightness),
-    (A.adjust_contrast, TF.adjust_contrast),
-    (A.adjust_saturation, TF.adjust_saturation),
+    (C.adjust_brightness, TF.adjust_brightness),
+    (C.adjust_contrast, TF.adjust_contrast),
+    (C.adjust_saturation, TF.adjust_saturation),
 ])
 def test_blend_adjustments_match_torchvision_per_image(ours, theirs):
     x = images()
@@ -68,14 +69,14 @@ def test_blend_adjustments_match_torchvision_per_image(ours, theirs):
 def test_adjust_hue_matches_torchvision_per_image():
     x = images()
     shifts = torch.linspace(-0.5, 0.5, N)
-    torch.testing.assert_close(A.adjust_hue(x, shifts), per_image(TF.adjust_hue, x, shifts),
+    torch.testing.assert_close(C.adjust_hue(x, shifts), per_image(TF.adjust_hue, x, shifts),
                                atol=1e-4, rtol=0)
 
 
 def test_rgb_to_gray_matches_torchvision():
     x = images()
     # the red weight differs by 1e-4 (ITU-R 601 0.299 as PIL vs torchvision's 0.2989)
-    torch.testing.assert_close(A.rgb_to_gray(x), TF.rgb_to_grayscale(x), atol=2e-4, rtol=0)
+    torch.testing.assert_close(C.rgb_to_gray(x), TF.rgb_to_grayscale(x), atol=2e-4, rtol=0)
 
 
 def test_random_grayscale_p1_matches_torchvision_3_channels():
@@ -202,9 +203,9 @@ def test_random_resized_crop_to_another_size():
 
 def test_rgb_hsv_round_trip():
     x = images()
-    hsv = A.rgb_to_hsv(x)
+    hsv = C.rgb_to_hsv(x)
     assert hsv.shape == x.shape and hsv.min() >= 0 and hsv.max() <= 1
-    torch.testing.assert_close(A.hsv_to_rgb(hsv), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(C.hsv_to_rgb(hsv), x, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("rgb, hsv", [
@@ -216,8 +217,8 @@ def test_rgb_hsv_round_trip():
 def test_rgb_to_hsv_known_colours(rgb, hsv):
     x = torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1)
     expected = torch.tensor(hsv, dtype=torch.float32).view(1, 3, 1, 1)
-    torch.testing.assert_close(A.rgb_to_hsv(x), expected, atol=1e-6, rtol=0)
-    torch.testing.assert_close(A.hsv_to_rgb(expected), x, atol=1e-6, rtol=0)
+    torch.testing.assert_close(C.rgb_to_hsv(x), expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(C.hsv_to_rgb(expected), x, atol=1e-6, rtol=0)
 
 
 # ---------------------------------------------------------------- shapes, dtype, range
@@ -319,7 +320,7 @@ def test_color_jitter_order_is_random_per_image():
     lo, hi = y[:, 0, 2, 0], y[:, 0, 5, 0]                                 # a 0.3 and a 0.4 pixel
     alpha = (hi - lo) / 0.1
     beta = lo - 0.3 * alpha
-    m0 = A.rgb_to_gray(v).mean(dim=(1, 2, 3))
+    m0 = C.rgb_to_gray(v).mean(dim=(1, 2, 3))
     b_cb = beta / m0 + alpha
     c_cb = alpha / b_cb
     bq = q - alpha * r - beta                                              # r b^2 + bq b - alpha q = 0
@@ -328,9 +329,9 @@ def test_color_jitter_order_is_random_per_image():
     def explains(prediction):
         return (prediction - y).abs().amax(dim=(1, 2, 3)) < 1e-4
 
-    cb = explains(A.adjust_brightness(A.adjust_contrast(v, c_cb), b_cb))
-    bc_dim = explains(A.adjust_contrast(A.adjust_brightness(v, b_cb), c_cb)) & (b_cb <= 1)
-    bc_bright = explains(A.adjust_contrast(A.adjust_brightness(v, b_bc), c_bc)) & (b_bc > 1)
+    cb = explains(C.adjust_brightness(C.adjust_contrast(v, c_cb), b_cb))
+    bc_dim = explains(C.adjust_contrast(C.adjust_brightness(v, b_cb), c_cb)) & (b_cb <= 1)
+    bc_bright = explains(C.adjust_contrast(C.adjust_brightness(v, b_bc), c_bc)) & (b_bc > 1)
     bc = bc_dim | bc_bright
     assert (cb | bc).all()
     assert (cb & ~bc).sum() >= 5 and (bc & ~cb).sum() >= 5

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ssl_core.augment import LAB_RANGE, lab_split, lab_to_rgb, rgb_to_lab
+from ssl_core.color import LAB_RANGE, lab_split, lab_to_rgb, rgb_to_lab
 
 
 def pixels(*rgb):

@@ -100,3 +100,35 @@ def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
     laptop = get_profile("laptop")                                 # switching back lifts the caps
     assert laptop.epochs(smoke=1, laptop=15, gpu=200) == 15 and not laptop.dry_run
     assert len(data.OnDeviceLoader(images, batch_size=256)) == 2 and len(list(data.OnDeviceLoader(images, batch_size=64))) == 8
+
+
+def test_autocast_is_bf16_only_for_the_gpu_recipe_and_can_be_switched_off(monkeypatch):
+    x, w = torch.randn(4, 8), torch.randn(8, 3)
+    for name in ("smoke", "laptop"):
+        with get_profile(name).autocast():
+            assert (x @ w).dtype == torch.float32
+    dry = get_profile("gpu-dry")
+    assert dry.mixed_precision
+    with dry.autocast():                      # on the CPU: the same dtype path as on CUDA
+        assert (x @ w).dtype == torch.bfloat16
+    monkeypatch.setenv("SSL_AMP", "0")
+    assert not dry.mixed_precision
+    with dry.autocast():
+        assert (x @ w).dtype == torch.float32
+    get_profile("laptop")                     # leave no dry-run caps behind for other tests
+
+
+def test_prepare_sets_channels_last_for_conv_nets_only_under_the_gpu_recipe(monkeypatch):
+    from ssl_core import models
+
+    net = models.SmallCNN(width=8)
+    assert get_profile("laptop").prepare(net) is net
+    assert not net.net[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    dry = get_profile("gpu-dry")
+    assert dry.prepare(net) is net and net.net[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    assert net.state_dict().keys() == before.keys()  # parameter names unchanged: checkpoints still load
+    mlp = models.mlp(4, 8, 2)
+    dry.prepare(mlp)                          # no conv: left alone
+    assert all(p.is_contiguous() for p in mlp.parameters())
+    get_profile("laptop")

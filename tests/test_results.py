@@ -113,3 +113,18 @@ def test_update_readme_without_markers_is_a_clear_error(tmp_path, results_root):
     assert readme.read_text() == "# Title\n"
     with pytest.raises(FileNotFoundError, match="no README"):
         update_readme(tmp_path / "missing.md")
+
+
+def test_seed_spread_against_a_loop_and_clear_errors():
+    from ssl_core.results import seed_spread
+
+    values = [0.41, 0.385, 0.402]
+    spread = seed_spread(values)
+    lo, hi, total = values[0], values[0], 0.0
+    for v in values:
+        lo, hi, total = min(lo, v), max(hi, v), total + v
+    assert spread == pytest.approx({"n": 3, "mean": total / 3, "min": lo, "max": hi, "range": hi - lo})
+    with pytest.raises(ValueError, match="at least 2 finite values"):
+        seed_spread([0.4])
+    with pytest.raises(ValueError, match="at least 2 finite values"):
+        seed_spread([0.4, float("nan")])
