@@ -268,58 +268,6 @@ def test_fit_linear_classifier_clear_errors():
         fit_linear_classifier(features, labels.float(), features, labels, 2)
 
 
-# --- balanced_subset (label budgets) -------------------------------------------------------------
-
-def test_balanced_subset_gives_n_over_C_distinct_indices_per_class_and_is_seeded():
-    from ssl_core.evaluate import balanced_subset
-
-    labels = torch.arange(1000) % 10  # 100 per class
-    index = balanced_subset(labels, 50, seed=1)
-    assert index.dtype == torch.int64 and len(index) == 50 and len(set(index.tolist())) == 50
-    assert labels[index].bincount().tolist() == [5] * 10
-    assert torch.equal(index, balanced_subset(labels, 50, seed=1))
-    assert not torch.equal(index, balanced_subset(labels, 50, seed=2))
-    whole = balanced_subset(labels, 1000, seed=0)  # every example once
-    assert sorted(whole.tolist()) == list(range(1000))
-
-
-def test_balanced_subset_loop_oracle():
-    """Each class's picks are the first n/C of that class in the seeded random order."""
-    from ssl_core.evaluate import balanced_subset
-
-    labels = torch.tensor([2, 0, 1, 1, 0, 2, 2, 0, 1, 0, 2, 1])
-    order = torch.randperm(12, generator=torch.Generator().manual_seed(7)).tolist()
-    expected = set()
-    for c in range(3):
-        expected |= set([i for i in order if labels[i] == c][:2])
-    assert set(balanced_subset(labels, 6, seed=7).tolist()) == expected
-
-
-def test_balanced_subset_fill_tops_up_from_large_classes():
-    from ssl_core.evaluate import balanced_subset
-
-    labels = torch.cat([torch.zeros(100), torch.ones(5), torch.full((5,), 2)]).long()
-    index = balanced_subset(labels, 60, seed=3, fill=True)
-    assert len(index) == 60 and len(set(index.tolist())) == 60
-    assert labels[index].bincount().tolist() == [50, 5, 5]  # quota 20; classes 1, 2 only have 5
-    assert torch.equal(index, balanced_subset(labels, 60, seed=3, fill=True))
-    assert len(balanced_subset(labels, 500, fill=True)) == 110  # n >= N: all of them
-
-
-def test_balanced_subset_clear_errors():
-    from ssl_core.evaluate import balanced_subset
-
-    labels = torch.arange(100) % 10
-    with pytest.raises(ValueError, match="not divisible by the number of classes C=10"):
-        balanced_subset(labels, 55)
-    with pytest.raises(ValueError, match="too large: 11 per class"):
-        balanced_subset(labels, 110)
-    with pytest.raises(ValueError, match="n must be a positive int"):
-        balanced_subset(labels, 0)
-    with pytest.raises(ValueError, match="1-D tensor"):
-        balanced_subset(labels.view(10, 10), 10)
-
-
 # --- collapse meter ----------------------------------------------------------------------------
 
 from ssl_core.evaluate import collapse_meter, effective_rank, output_std  # noqa: E402
