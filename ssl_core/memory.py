@@ -50,7 +50,7 @@ class MemoryBank(nn.Module):
         if features.shape != (idx.shape[0], self.memory.shape[1]):
             raise ValueError(f"features must be (N, {self.memory.shape[1]}) matching idx (N,), "
                              f"got {tuple(features.shape)} and {tuple(idx.shape)}")
-        mixed = self.momentum * self.memory[idx] + (1 - self.momentum) * features.detach()
+        mixed = self.momentum * self.memory[idx] + (1 - self.momentum) * features.detach().to(self.memory.dtype)
         self.memory[idx] = F.normalize(mixed, dim=1)
 
 
@@ -86,5 +86,5 @@ class Queue(nn.Module):
             raise ValueError(f"a batch of {len(k)} keys does not fit a queue of {len(self)}; "
                              "use a queue at least as large as the batch")
         slots = (self.ptr + torch.arange(len(k), device=self.keys.device)) % len(self)   # (N,)
-        self.keys[slots] = k.detach()
+        self.keys[slots] = k.detach().to(self.keys.dtype)   # bf16 keys under autocast: stored in float32
         self.ptr.copy_((self.ptr + len(k)) % len(self))

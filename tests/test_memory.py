@@ -97,3 +97,19 @@ def test_queue_state_dict_round_trip():
     r.load_state_dict(q.state_dict())
     torch.testing.assert_close(r.keys, q.keys)
     assert int(r.ptr) == 4
+
+
+def test_bank_and_queue_take_bf16_features_and_stay_float32():
+    """Under the gpu recipe's bf16 autocast, features and keys arrive in bfloat16 (a gpu-only bug
+    found by the gpu-dry run); the stored rows stay float32."""
+    from ssl_core.memory import MemoryBank, Queue
+
+    queue = Queue(size=8, dim=4)
+    keys = torch.nn.functional.normalize(torch.randn(3, 4), dim=1)
+    queue.enqueue_(keys.to(torch.bfloat16))
+    assert queue.keys.dtype == torch.float32
+    torch.testing.assert_close(queue.keys[:3], keys.to(torch.bfloat16).float())
+    bank = MemoryBank(size=6, dim=4, momentum=0.5)
+    bank.update_(torch.tensor([0, 2]), keys[:2].to(torch.bfloat16))
+    assert bank.memory.dtype == torch.float32
+    torch.testing.assert_close(bank.memory.norm(dim=1), torch.ones(6))
