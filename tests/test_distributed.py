@@ -1,0 +1,265 @@
+"""ssl_core.distributed: on 2 real gloo processes (CPU), every helper equals the single-process
+computation on the concatenated global batch; in one process every helper is a no-op; and a
+2-process training run killed mid-way resumes from rank 0's atomic checkpoint."""
+import contextlib
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from ssl_core import checkpoint, distributed, losses, models
+
+WORLD = 2
+TOL = dict(rtol=1e-5, atol=1e-7)   # "within 1e-5 relative"; atol only for exact zeros vs 1e-9 noise
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def global_batch(seed, *shape, dtype=torch.float64):
+    """The same tensor on every rank (a fixed seed), so each rank can compute the reference."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+# ---------------------------------------------------------------- what each of the 2 processes checks
+
+def check_gather_with_grad(rank, world):
+    """SimCLR: NT-Xent on the gathered views; loss and the DDP-averaged gradients == one process."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).double()   # no BN: per-rank BN differs
+    reference = copy.deepcopy(net)
+    ddp = nn.parallel.DistributedDataParallel(net)
+    x1, x2 = global_batch(1, 6 * world, 8), global_batch(2, 6 * world, 8)       # (W*N, 8) each
+    z1, z2 = ddp(torch.cat([x1.chunk(world)[rank], x2.chunk(world)[rank]])).chunk(2)   # (N, 4) each
+    loss = losses.nt_xent(distributed.gather_with_grad(z1), distributed.gather_with_grad(z2), 0.5)
+    loss.backward()                                                              # DDP averages the grads
+    loss_ref = losses.nt_xent(reference(x1), reference(x2), 0.5)
+    loss_ref.backward()
+    torch.testing.assert_close(loss, loss_ref, **TOL)
+    for p, p_ref in zip(net.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, **TOL)
+    # without the all-reduce in backward (a plain all_gather) the gradient would be wrong:
+    assert not torch.allclose(torch.autograd.grad(losses.nt_xent(z1, z2, 0.5), z1, retain_graph=True)[0],
+                              torch.zeros_like(z1))
+
+
+def check_concat_all_gather(rank, world):
+    """MoCo: the keys of every process, in rank order, no gradient."""
+    keys = global_batch(3, 4 * world, 5)
+    mine = keys.chunk(world)[rank].clone().requires_grad_()
+    gathered = distributed.concat_all_gather(mine)
+    torch.testing.assert_close(gathered, keys, rtol=0, atol=0)
+    assert not gathered.requires_grad
+
+
+def check_shuffle_bn(rank, world):
+    """MoCo v1: per-process BN on shuffled shards == SplitBatchNorm(groups=W) on the same shuffled batch."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU()).double()
+    simulation = models.split_batchnorm_(copy.deepcopy(net), groups=world).double()  # (it builds float32 BNs)
+    x = global_batch(4, 8 * world, 3, 6, 6)                                      # (W*N, 3, 6, 6)
+    x_shuffled, idx_unshuffle = distributed.batch_shuffle(x.chunk(world)[rank],
+                                                          generator=torch.Generator().manual_seed(rank + 7))
+    y = distributed.batch_unshuffle(net(x_shuffled), idx_unshuffle)              # (N, 4, 4, 4), my images
+    idx_shuffle = torch.argsort(idx_unshuffle)                                   # rank 0's permutation
+    assert not torch.equal(idx_shuffle, torch.arange(len(x)))
+    y_reference = simulation(x[idx_shuffle])[idx_unshuffle]                      # one process, G groups
+    torch.testing.assert_close(y, y_reference.chunk(world)[rank], **TOL)
+    # the running statistics averaged over the processes == the simulation's
+    bn, bn_sim = net[1], simulation[1]
+    for name in ("running_mean", "running_var"):
+        mean = getattr(bn, name).clone()
+        dist.all_reduce(mean)
+        torch.testing.assert_close(mean / world, getattr(bn_sim, name), **TOL)
+
+
+def check_sinkhorn(rank, world):
+    """SwAV: codes with the equipartition over the global batch == losses.sinkhorn on all scores,
+    also with different batch sizes per process."""
+    for sizes in ((16, 16), (20, 12)):
+        z = torch.nn.functional.normalize(global_batch(5, sum(sizes), 8, dtype=torch.float32), dim=1)
+        c = torch.nn.functional.normalize(global_batch(6, 10, 8, dtype=torch.float32), dim=1)
+        scores = z @ c.T                                                         # (B, K), cosines
+        start = sum(sizes[:rank])
+        codes = distributed.sinkhorn(scores[start:start + sizes[rank]], eps=0.05, n_iters=3)
+        torch.testing.assert_close(codes, losses.sinkhorn(scores, 0.05, 3)[start:start + sizes[rank]], **TOL)
+
+
+def check_dino_center(rank, world):
+    """DINO: the centre after an update == DINOCenter.update_ on the concatenated teacher outputs."""
+    for sizes in ((6, 6), (7, 3)):
+        out = global_batch(8, sum(sizes), 5)
+        center, reference = losses.DINOCenter(5, momentum=0.9).double(), losses.DINOCenter(5, momentum=0.9).double()
+        center.center.copy_(global_batch(9, 1, 5))
+        reference.center.copy_(center.center)
+        start = sum(sizes[:rank])
+        distributed.update_center_(center, out[start:start + sizes[rank]])
+        reference.update_(out)
+        torch.testing.assert_close(center.center, reference.center, **TOL)
+
+
+def _worker(rank, world, port):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        assert distributed.is_distributed() and distributed.rank() == rank and distributed.world_size() == world
+        assert distributed.is_main() == (rank == 0)
+        for check in (check_gather_with_grad, check_concat_all_gather, check_shuffle_bn, check_sinkhorn,
+                      check_dino_center):
+            check(rank, world)
+            distributed.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_equal_one_process_on_the_global_batch():
+    mp.spawn(_worker, args=(WORLD, free_port()), nprocs=WORLD, join=True)
+
+
+# ---------------------------------------------------------------- one process: every helper a no-op
+
+def test_single_process_helpers_are_no_ops(monkeypatch):
+    assert not dist.is_initialized()
+    assert (distributed.rank(), distributed.world_size(), distributed.is_main(), distributed.is_distributed()) \
+        == (0, 1, True, False)
+    distributed.barrier()
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.setup().type in ("cpu", "cuda") and not dist.is_initialized()
+    distributed.cleanup()
+    x = torch.randn(6, 3, requires_grad=True)
+    assert distributed.gather_with_grad(x) is x
+    gathered = distributed.concat_all_gather(x)
+    assert torch.equal(gathered, x) and not gathered.requires_grad
+    shuffled, idx_unshuffle = distributed.batch_shuffle(x, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(shuffled, x.detach()[torch.argsort(idx_unshuffle)])
+    assert torch.equal(distributed.batch_unshuffle(2 * shuffled, idx_unshuffle), 2 * x.detach())
+    scores = torch.randn(12, 5)
+    torch.testing.assert_close(distributed.sinkhorn(scores), losses.sinkhorn(scores))
+    center, reference = losses.DINOCenter(3), losses.DINOCenter(3)
+    distributed.update_center_(center, x.detach())
+    reference.update_(x.detach())
+    torch.testing.assert_close(center.center, reference.center)
+    torch.testing.assert_close(distributed.global_mean(x.detach()), x.detach().mean(0, keepdim=True))
+
+
+# ---------------------------------------------------------------- kill a 2-process run, resume it
+
+TRAIN_SCRIPT = textwrap.dedent('''
+    """A tiny DDP run: rank 0 saves an atomic checkpoint after every step, every rank resumes from it."""
+    import sys, time
+    import torch
+    from torch import nn
+    from ssl_core import checkpoint, distributed
+
+    path, steps, pause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    torch.set_num_threads(1)
+    distributed.setup()
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    state = checkpoint.resume(path, model=model, optimizer=optimizer)   # every rank loads the same file
+    if distributed.is_main():
+        print(f"start at step {state['epoch']}", flush=True)
+    for step in range(state["epoch"], steps):
+        g = torch.Generator().manual_seed(1000 * step + distributed.rank())  # this rank's batch of this step
+        x, y = torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)
+        loss = (ddp(x) - y).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if distributed.is_main():
+            checkpoint.save_checkpoint(path, model=model, optimizer=optimizer, epoch=step + 1)
+        distributed.barrier()
+        time.sleep(pause)
+    distributed.cleanup()
+''')
+
+
+def _torchrun(script, *args):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+               str(free_port()), str(script), *map(str, args)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes started by `pid`, recursively (torchrun puts its workers in their own sessions,
+    so killing torchrun's process group alone would leave them running)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def test_killed_two_process_run_resumes_from_rank0_checkpoint(tmp_path):
+    script, path, steps = tmp_path / "train.py", tmp_path / "run.pt", 8
+    script.write_text(TRAIN_SCRIPT)
+    run = _torchrun(script, path, steps, 0.3)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:   # wait until rank 0 has saved step 2, then kill the whole job
+        if path.exists() and torch.load(path, weights_only=True)["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    for pid in [run.pid, *_descendants(run.pid)]:   # SIGKILL: no handler runs, as in a crash
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    killed_at = torch.load(path, weights_only=True)["epoch"]   # readable: rank 0 writes atomically
+    assert 2 <= killed_at < steps
+
+    resumed = _torchrun(script, path, steps, 0)
+    output, _ = resumed.communicate(timeout=90)
+    assert resumed.returncode == 0, output
+    assert f"start at step {killed_at}" in output
+    # the same 8 steps in one process: each step's gradient is the mean over both ranks' batches
+    torch.manual_seed(0)
+    reference = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for step in range(steps):
+        batches = []
+        for r in range(WORLD):
+            g = torch.Generator().manual_seed(1000 * step + r)
+            batches.append((torch.randn(8, 4, generator=g), torch.randn(8, 2, generator=g)))
+        x, y = (torch.cat(t) for t in zip(*batches))
+        loss = (reference(x) - y).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    final = nn.Linear(4, 2)
+    checkpoint.load_checkpoint(path, model=final)
+    for p, p_ref in zip(final.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, p_ref, **TOL)   # killed + resumed == never interrupted
+
+
+def test_notebook_writes_the_committed_scripts():
+    """notebooks/14's %%writefile cells and the committed notebooks/scripts/*.py must not drift apart."""
+    import json
+    root = Path(__file__).resolve().parents[1]
+    notebook = root / "notebooks" / "14_scaling_out.ipynb"
+    if not notebook.exists():
+        pytest.skip("notebook 14 not written yet")
+    cells = ["".join(c["source"]) for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
+    written = {c.split("\n", 1)[0].split()[1]: c.split("\n", 1)[1] for c in cells if c.startswith("%%writefile")}
+    assert set(written) == {"scripts/check_distributed.py", "scripts/ddp_simclr.py"}
+    for name, text in written.items():
+        assert text.rstrip("\n") == (root / "notebooks" / name).read_text().rstrip("\n"), name
