@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ssl_core.color import (adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
+from ssl_core.color import (_check_batch, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
                             rgb_to_gray)
 
 Tensor = torch.Tensor
@@ -28,13 +28,6 @@ CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 STL10_MEAN = (0.4467, 0.4398, 0.4066)
 STL10_STD = (0.2603, 0.2566, 0.2713)
-
-
-def _check_batch(x: Tensor) -> None:
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected a batch of RGB images (N, 3, H, W), got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"expected float images in [0, 1], got {x.dtype}; convert uint8 with to_float(x)")
 
 
 def _uniform(n: int, low: float, high: float, x: Tensor, generator) -> Tensor:

@@ -14,11 +14,12 @@ Tensor = torch.Tensor
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as PIL (torchvision's tensor path: 0.2989)
 
 
-def _check_rgb(x: Tensor) -> None:
+def _check_batch(x: Tensor, what: str = "RGB images") -> None:
+    """x must be a float batch (N, 3, H, W); the one input check of color and augment."""
     if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected a batch of RGB images (N, 3, H, W), got shape {tuple(x.shape)}")
+        raise ValueError(f"expected a batch of {what} (N, 3, H, W), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise TypeError(f"expected float images in [0, 1], got {x.dtype}; convert uint8 with augment.to_float")
+        raise TypeError(f"expected float {what}, got {x.dtype}; convert uint8 images with augment.to_float")
 
 
 def rgb_to_gray(x: Tensor) -> Tensor:
@@ -80,13 +81,6 @@ LAB_RANGE = ((0.0, 100.0), (-86.183, 98.233), (-107.857, 94.478))      # L, a, b
 _LAB_DELTA = 6.0 / 29.0
 
 
-def _check_lab(lab: Tensor) -> None:
-    if lab.dim() != 4 or lab.shape[1] != 3:
-        raise ValueError(f"expected a batch of Lab images (N, 3, H, W), got shape {tuple(lab.shape)}")
-    if not lab.is_floating_point():
-        raise TypeError(f"expected float Lab values, got {lab.dtype}")
-
-
 def rgb_to_lab(x: Tensor) -> Tensor:
     """(N, 3, H, W) sRGB in [0, 1] -> CIE L*a*b* (N, 3, H, W), D65 white, the sRGB gamma.
 
@@ -99,7 +93,7 @@ def rgb_to_lab(x: Tensor) -> Tensor:
 
     Built in: notebooks/04_cmc.ipynb
     """
-    _check_rgb(x)
+    _check_batch(x)
     lin = torch.where(x <= 0.04045, x / 12.92, ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4)
     m = torch.as_tensor(SRGB_TO_XYZ, device=x.device, dtype=x.dtype)                  # (3, 3)
     white = torch.as_tensor(D65_WHITE, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
@@ -113,7 +107,7 @@ def rgb_to_lab(x: Tensor) -> Tensor:
 def lab_to_rgb(lab: Tensor, clamp: bool = True) -> Tensor:
     """Inverse of rgb_to_lab: (N, 3, H, W) L*a*b* -> sRGB in [0, 1] (clamp=False keeps colours
     outside the sRGB gamut unclipped). Built in: notebooks/04_cmc.ipynb"""
-    _check_lab(lab)
+    _check_batch(lab, "Lab images")
     L, a, b = lab.unbind(1)
     fy = (L + 16.0) / 116.0
     f = torch.stack([fy + a / 500.0, fy, fy - b / 200.0], dim=1)                       # (N, 3, H, W)
