@@ -1,10 +1,12 @@
 """Short DINO training runs for notebook 13's recipe search, each scored by kNN on held-out
 training images (never on the test split).
 
-Notebook 13's main run collapsed to the uniform output. This script is how the knobs were probed
-afterwards, one short run per call, with everything else fixed:
+Notebook 13's first main run collapsed to the uniform output. This script is how the knobs were probed
+afterwards, one short run per call, with everything else fixed. The defaults are that first recipe;
+the setting 13's laptop profile now uses is `--K 256 --head-bn --n-local 0`:
 
-    .venv/bin/python benchmarks/dino_probe.py --tag base --seconds 100                   # ViT, 13's recipe
+    .venv/bin/python benchmarks/dino_probe.py --tag base --seconds 100                   # ViT, 13's first recipe
+    .venv/bin/python benchmarks/dino_probe.py --tag now --K 256 --head-bn --n-local 0    # ViT, 13's recipe now
     .venv/bin/python benchmarks/dino_probe.py --tag cnn --backbone cnn --seconds 60      # same loop, SmallCNN
     .venv/bin/python benchmarks/dino_probe.py --tag sharp --teacher-temp 0.02 0.02       # fixed sharp teacher
     .venv/bin/python benchmarks/dino_probe.py --tag diag --diag-steps 20 --speed          # per-step monitors
@@ -81,18 +83,11 @@ def build(a):
         backbone = models.ViT(image_size=32, patch_size=a.patch, dim=a.dim, depth=a.depth, heads=a.heads)
     else:
         backbone = models.SmallCNN(width=a.width)
-    head = models.DINOHead(backbone.feature_dim, a.K, hidden=a.hidden, bottleneck=a.bottleneck)
+    head = models.DINOHead(backbone.feature_dim, a.K, hidden=a.hidden, bottleneck=a.bottleneck, use_bn=a.head_bn)
     if a.free_norm:
         head = FreeNormHead(head)
     if a.swav_head:
         head.mlp = models.mlp(backbone.feature_dim, a.hidden, a.bottleneck)
-    elif a.head_bn:
-        layers = []
-        for layer in head.mlp:
-            layers.append(layer)
-            if isinstance(layer, nn.Linear) and layer is not head.mlp[-1]:
-                layers.append(nn.BatchNorm1d(layer.out_features))
-        head.mlp = nn.Sequential(*layers)
     return nn.Sequential(backbone, head)
 
 

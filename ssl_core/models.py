@@ -15,7 +15,7 @@ Every backbone maps (N, 3, H, W) images to (N, feature_dim) features and exposes
   (MoCo's Shuffle BN, notebooks/05_moco_v1.ipynb).
 - ViT (with Attention, TransformerBlock): a small Vision Transformer whose attention is written
   out, [CLS] attention maps, a freezable patch projection (MoCo v3, DINO: notebooks 12-13).
-- DINOHead: MLP -> bottleneck -> L2 norm -> weight-normalised last layer (DINO).
+- DINOHead: MLP (optionally with BatchNorm) -> bottleneck -> L2 norm -> weight-normalised last layer (DINO).
 
 Infrastructure, used by every notebook.
 """
@@ -335,12 +335,15 @@ class DINOHead(nn.Module):
 
     With the weight norm's scale fixed to 1 (the code's default, norm_last_layer=True), each
     output is a cosine between the normalised bottleneck feature and one of K unit rows, so the
-    outputs lie in [-1, 1] before the temperature. (N, in_dim) -> (N, out_dim).
+    outputs lie in [-1, 1] before the temperature. use_bn=True puts a BatchNorm after each hidden
+    Linear (Linear -> BN -> GELU, the code's use_bn_in_head; its default is False, and the paper
+    says the head has no BN). (N, in_dim) -> (N, out_dim).
 
     Built in: notebooks/13_dino.ipynb
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256, n_layers: int = 3):
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 2048, bottleneck: int = 256, n_layers: int = 3,
+                 use_bn: bool = False):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
@@ -349,7 +352,7 @@ class DINOHead(nn.Module):
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
             layers.append(nn.Linear(d_in, d_out))
             if i < n_layers - 1:
-                layers.append(nn.GELU())
+                layers += [nn.BatchNorm1d(d_out), nn.GELU()] if use_bn else [nn.GELU()]
         self.mlp = nn.Sequential(*layers)
         self.last = nn.Parameter(torch.empty(out_dim, bottleneck))
         nn.init.trunc_normal_(self.last, std=0.02)

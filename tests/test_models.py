@@ -256,3 +256,18 @@ def test_dino_head_outputs_cosines_and_ignores_feature_scale():
     loop = torch.stack([torch.stack([z[n] @ head.last[k] / head.last[k].norm() for k in range(10)]) for n in range(5)])
     torch.testing.assert_close(y, loop)
     assert len([m for m in head.mlp if isinstance(m, nn.Linear)]) == 3
+
+
+def test_dino_head_use_bn_normalises_each_hidden_layer_over_the_batch():
+    torch.manual_seed(0)
+    head = DINOHead(in_dim=16, out_dim=10, hidden=32, bottleneck=8, n_layers=3, use_bn=True)
+    lin = [m for m in head.mlp if isinstance(m, nn.Linear)]
+    assert len(lin) == 3 and len([m for m in head.mlp if isinstance(m, nn.BatchNorm1d)]) == 2
+    x = torch.randn(6, 16)
+    h = x
+    for layer in lin[:-1]:                                           # Linear -> BN (batch statistics) -> GELU
+        a = layer(h)
+        a = (a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + 1e-5)
+        h = F.gelu(a)
+    z = F.normalize(lin[-1](h), dim=1)
+    torch.testing.assert_close(head(x), z @ F.normalize(head.last, dim=1).T)
