@@ -186,6 +186,7 @@ TRAIN_SCRIPT = textwrap.dedent('''
             checkpoint.save_checkpoint(path, model=model, optimizer=optimizer, epoch=step + 1)
         distributed.barrier()
         time.sleep(pause)
+    del ddp
     distributed.cleanup()
 ''')
 

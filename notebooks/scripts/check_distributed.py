@@ -98,4 +98,5 @@ if distributed.is_main():
         print(f"{name:<62} {d:.1e}")
     json.dump(diffs, open(sys.argv[1], "w"), indent=1)
 assert all(d < 1e-5 for name, d in diffs.items() if not name.startswith("(contrast)")), diffs
+del ddp, ddp_plain                                         # freed before the process group (see cleanup)
 distributed.cleanup()

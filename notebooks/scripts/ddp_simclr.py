@@ -90,4 +90,5 @@ for epoch in range(state["epoch"], args.epochs):
     distributed.barrier()                                           # nobody runs ahead of the checkpoint
     if args.max_steps:
         break
+del ddp                                                             # freed before the process group (see cleanup)
 distributed.cleanup()
