@@ -170,66 +170,66 @@ def main() -> None:
     res = {"tag": a.tag, **{k: v for k, v in vars(a).items() if k not in ("tag", "out")}}
     if not a.speed:
         res["knn_init"] = heldout_knn(student[0])
+    def batches():                                         # the loader, epoch after epoch
+        while True:
+            yield from loader
+
     step, t0, el = 0, time.perf_counter(), 0.0
-    while True:
-        for _, x, _ in loader:
-            i = min(step, T - 1)
-            for group in opt.param_groups:
-                group["lr"] = lrs[i].item()
-                if group["weight_decay"] > 0 and a.optimizer == "adamw":
-                    group["weight_decay"] = wds[i].item()
-            crops = crops_of(x)
-            s_out = multi_forward(student, crops)
-            with torch.no_grad():
-                t_out = multi_forward(teacher, crops[:2])
-            tt = tts[i].item()
-            if a.sinkhorn:
-                targets = [losses.sinkhorn(t, eps=tt, n_iters=3) for t in t_out]
-                log_p = [torch.log_softmax(s / a.student_temp, dim=1) for s in s_out]
-                loss = torch.stack([-(q * log_p[j]).sum(1).mean() for k, q in enumerate(targets)
-                                    for j in range(len(log_p)) if j != k]).mean()
-            else:
-                loss = losses.dino_loss(s_out, t_out, center.center, a.student_temp, tt)
-            opt.zero_grad()
-            loss.backward()
-            if not a.no_clip:
-                for p in student.parameters():
-                    if p.grad is not None:
-                        p.grad.mul_((3.0 / (p.grad.norm() + 1e-6)).clamp(max=1.0))
-            if step < freeze:
-                student[1].last.grad = None
-                if a.free_norm:
-                    student[1].g.grad = None
-            opt.step()
-            with torch.no_grad():
-                momentum.ema_update_(teacher, student, ms[i].item())
-                center.update_(torch.cat(t_out))
-            step += 1
-            if step <= a.diag_steps:
-                with torch.no_grad():
-                    z = F.normalize(teacher[1].mlp(teacher[0](crops[0])), dim=1)
-                    n = z.shape[0]
-                    mean_cos = ((z @ z.T).sum() - n) / (n * (n - 1))
-                print(f"step {step}: tau_t {tt:.3f}, H_t {teacher_entropy(t_out[0], center.center, tt, a.sinkhorn):.3f}, "
-                      f"teacher-output std over images {t_out[0].std(0).mean().item():.4f}, "
-                      f"mean cosine between images' z {mean_cos.item():.3f}, loss {loss.item():.3f}", flush=True)
-            el = time.perf_counter() - t0
-            if a.eval_every and step % a.eval_every == 0:
-                te = time.perf_counter()
-                k = heldout_knn(teacher[0], sizes=(32,))[32]
-                h = teacher_entropy(t_out[0], center.center, tt, a.sinkhorn)
-                res.setdefault("curve", []).append((step, k, round(h, 3)))
-                print(f"step {step}: teacher kNN {k:.1%}, H_t {h:.2f}", flush=True)
-                t0 += time.perf_counter() - te
-                el = time.perf_counter() - t0
-            elif step % 20 == 0:
-                print(f"step {step}: loss {loss.item():.3f}, H_t {teacher_entropy(t_out[0], center.center, tt, a.sinkhorn):.3f}, "
-                      f"{el:.0f} s", flush=True)
-            if el > a.seconds or (a.speed and step >= 6):
-                break
+    for _, x, _ in batches():
+        i = min(step, T - 1)
+        for group in opt.param_groups:
+            group["lr"] = lrs[i].item()
+            if group["weight_decay"] > 0 and a.optimizer == "adamw":
+                group["weight_decay"] = wds[i].item()
+        crops = crops_of(x)
+        s_out = multi_forward(student, crops)
+        with torch.no_grad():
+            t_out = multi_forward(teacher, crops[:2])
+        tt = tts[i].item()
+        if a.sinkhorn:
+            targets = [losses.sinkhorn(t, eps=tt, n_iters=3) for t in t_out]
+            log_p = [torch.log_softmax(s / a.student_temp, dim=1) for s in s_out]
+            loss = torch.stack([-(q * log_p[j]).sum(1).mean() for k, q in enumerate(targets)
+                                for j in range(len(log_p)) if j != k]).mean()
         else:
-            continue
-        break
+            loss = losses.dino_loss(s_out, t_out, center.center, a.student_temp, tt)
+        opt.zero_grad()
+        loss.backward()
+        if not a.no_clip:
+            for p in student.parameters():
+                if p.grad is not None:
+                    p.grad.mul_((3.0 / (p.grad.norm() + 1e-6)).clamp(max=1.0))
+        if step < freeze:
+            student[1].last.grad = None
+            if a.free_norm:
+                student[1].g.grad = None
+        opt.step()
+        with torch.no_grad():
+            momentum.ema_update_(teacher, student, ms[i].item())
+            center.update_(torch.cat(t_out))
+        step += 1
+        if step <= a.diag_steps:
+            with torch.no_grad():
+                z = F.normalize(teacher[1].mlp(teacher[0](crops[0])), dim=1)
+                n = z.shape[0]
+                mean_cos = ((z @ z.T).sum() - n) / (n * (n - 1))
+            print(f"step {step}: tau_t {tt:.3f}, H_t {teacher_entropy(t_out[0], center.center, tt, a.sinkhorn):.3f}, "
+                  f"teacher-output std over images {t_out[0].std(0).mean().item():.4f}, "
+                  f"mean cosine between images' z {mean_cos.item():.3f}, loss {loss.item():.3f}", flush=True)
+        el = time.perf_counter() - t0
+        if a.eval_every and step % a.eval_every == 0:
+            te = time.perf_counter()
+            k = heldout_knn(teacher[0], sizes=(32,))[32]
+            h = teacher_entropy(t_out[0], center.center, tt, a.sinkhorn)
+            res.setdefault("curve", []).append((step, k, round(h, 3)))
+            print(f"step {step}: teacher kNN {k:.1%}, H_t {h:.2f}", flush=True)
+            t0 += time.perf_counter() - te
+            el = time.perf_counter() - t0
+        elif step % 20 == 0:
+            print(f"step {step}: loss {loss.item():.3f}, H_t {teacher_entropy(t_out[0], center.center, tt, a.sinkhorn):.3f}, "
+                  f"{el:.0f} s", flush=True)
+        if el > a.seconds or (a.speed and step >= 6):
+            break
     res.update(steps=step, train_s=round(el, 1), img_s=round(step * a.batch / el, 1), loss=round(loss.item(), 4))
     if not a.speed:
         res["knn_teacher"] = heldout_knn(teacher[0])
