@@ -153,9 +153,11 @@ def checkpoint_path(name: str, profile_name, hparams: dict, root=None) -> Path:
     """<root>/<name>-<profile>-<hparams_hash(hparams)>.pt, e.g. checkpoints/01_instdisc-laptop-3f2a9c1e.pt.
 
     The hash means a reader who changes a knob trains afresh instead of silently loading a stale
-    run. `profile_name` is a profile name or a Profile. root: $SSL_CHECKPOINT_DIR, else
+    run. `profile_name` is a profile name or a Profile; a Profile with a seed other than 0
+    ($SSL_SEED) gives <name>-<profile>-seed<k>-<hash>.pt. root: $SSL_CHECKPOINT_DIR, else
     <repo>/checkpoints (git-ignored). Infrastructure.
     """
+    seed = getattr(profile_name, "seed", 0)
     profile_name = getattr(profile_name, "name", profile_name)
     for label, value in (("name", name), ("profile_name", profile_name)):
         if not isinstance(value, str) or not value or any(sep in value for sep in "/\\"):
@@ -163,6 +165,8 @@ def checkpoint_path(name: str, profile_name, hparams: dict, root=None) -> Path:
                              f"'01_instdisc' or 'laptop', got {value!r}")
     if root is None:
         root = os.environ.get("SSL_CHECKPOINT_DIR") or _REPO_ROOT / "checkpoints"
+    if seed:  # another seed of the same run ($SSL_SEED): its own file
+        return Path(root).expanduser() / f"{name}-{profile_name}-seed{seed}-{hparams_hash(hparams)}.pt"
     return Path(root).expanduser() / f"{name}-{profile_name}-{hparams_hash(hparams)}.pt"
 
 

@@ -4,6 +4,14 @@ Every notebook measures its encoder the same way: features of the train and test
 frozen encoder, then a weighted k-nearest-neighbour classifier (InstDisc, Wu et al. 2018, Sec. 3.5)
 and, where a notebook wants the paper's headline number, a linear probe.
 
+**The protocol (one for the whole series).** Before any network is measured (kNN, linear probe,
+collapse meter), the running statistics of its BatchNorm layers are recomputed on training images
+at the evaluation resolution (``fresh_bn`` / ``refresh_bn_stats``: label-free, on a fixed sample of
+``BN_REFRESH_IMAGES`` training images, restored afterwards). Without it a random-init network's BN
+still holds mean 0 / variance 1 and normalises nothing (its kNN reads ~3 points low), and a trained
+network's statistics come from the smaller training crops. ``protocol()`` describes it for the
+results records (``eval_protocol``).
+
 Images arrive as ``uint8`` tensors (N,3,H,W) (the format ``ssl_core.data`` keeps on the device);
 a ``preprocess`` callable turns a uint8 batch into the float network input (e.g. ``/255`` and
 normalisation) and is passed in, so this module depends on nothing but torch.
@@ -13,6 +21,7 @@ Shape legend: N batch (N_train / N_test where both appear), D embedding, C class
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -63,6 +72,115 @@ def _check_features(features: Tensor, name: str) -> None:
     if not isinstance(features, Tensor) or features.ndim != 2:
         raise ValueError(f"{name} must be a 2-D tensor (N,D), got shape "
                          f"{tuple(getattr(features, 'shape', ()))}.")
+    if not bool(torch.isfinite(features).all()):
+        bad = int((~torch.isfinite(features)).any(dim=1).sum()) if features.numel() else 0
+        raise ValueError(f"{name} has non-finite values (NaN or inf) in {bad} of {features.shape[0]} rows: "
+                         "the network's outputs diverged (a NaN row would rank first for every query and "
+                         "turn every prediction into class 0). Check the training loss for NaN; lower the "
+                         "learning rate or raise the temperature.")
+
+
+# --- the evaluation protocol: BatchNorm statistics refreshed before measuring --------------------
+
+BN_REFRESH_IMAGES = 5000   # training images the running statistics are recomputed on
+BN_REFRESH_BATCH = 500     # images per forward pass during the refresh
+_BN_REFRESH_SEED = 0       # the fixed sample of training images (the same for every network)
+
+
+def _batch_norms(model: nn.Module) -> list:
+    """Every BatchNorm layer of ``model`` that keeps running statistics (1d, 2d, SplitBatchNorm)."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def refresh_bn_stats(model: nn.Module, images: Tensor, preprocess: Preprocess,
+                     n_images: int = BN_REFRESH_IMAGES, batch_size: int = BN_REFRESH_BATCH) -> int:
+    """Recompute the running mean and variance of every BatchNorm in ``model``, in place, from
+    ``n_images`` of ``images`` (a fixed seeded sample; all of them if there are fewer), passed
+    through ``model(preprocess(batch))`` in batches of ``batch_size``.
+
+    Each BN layer's statistics are reset and then accumulated as a cumulative (equal-weight)
+    average over the batches (``momentum=None``), with the BN layers in train mode and every other
+    layer in eval mode (no dropout), under no_grad. SplitBatchNorm (05) is refreshed as one group:
+    the statistics a single evaluation batch would see. Parameters are untouched; the layers get
+    their mode and momentum back. No labels are used. Returns the number of BN layers refreshed
+    (0: the model has none, e.g. a ViT, and nothing happens).
+
+    Why: a freshly built network's BN holds mean 0 / variance 1, so in eval mode it normalises
+    nothing and its features are measured weaker than they are (SmallCNN kNN ~3 points low); and
+    a network trained on 20-24 px crops carries statistics of that resolution, not of the 32 px
+    test images. ``images`` should be training images at the evaluation resolution.
+
+    Built in: notebooks/01_instdisc.ipynb (used by every notebook through knn_accuracy,
+    linear_probe and fresh_bn)
+    """
+    bns = _batch_norms(model)
+    if not bns:
+        return 0
+    _check_uint8_images(images, "images")
+    _check_positive_int(n_images, "n_images")
+    _check_positive_int(batch_size, "batch_size")
+    n = min(n_images, images.shape[0])
+    if n < 2:
+        raise ValueError(f"refresh_bn_stats needs at least 2 images to estimate a variance, got {n}.")
+    generator = torch.Generator().manual_seed(_BN_REFRESH_SEED)
+    order = torch.randperm(images.shape[0], generator=generator)[:n].to(images.device)  # (n,)
+    modes = [(module, module.training) for module in model.modules()]
+    settings = [(bn, bn.momentum, getattr(bn, "groups", None)) for bn in bns]
+    try:
+        model.eval()
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None                      # cumulative average over the refresh batches
+            if getattr(bn, "groups", None) is not None:
+                bn.groups = 1                       # SplitBatchNorm: one group, as at evaluation
+            bn.train()
+        starts = list(range(0, n, batch_size))
+        if len(starts) > 1 and n - starts[-1] < 2:  # a last batch of one image has no variance
+            starts.pop()
+        for start in starts:
+            model(preprocess(images[order[start:start + batch_size]]))
+    finally:
+        for bn, momentum, groups in settings:
+            bn.momentum = momentum
+            if groups is not None:
+                bn.groups = groups
+        for module, was_training in modes:
+            module.train(was_training)
+    return len(bns)
+
+
+@contextlib.contextmanager
+def fresh_bn(model: nn.Module, images: Tensor, preprocess: Preprocess,
+             n_images: int = BN_REFRESH_IMAGES, batch_size: int = BN_REFRESH_BATCH):
+    """``with fresh_bn(net, train.images, augment.preprocess): ...``: inside the block ``net``'s
+    BatchNorm statistics are refreshed (``refresh_bn_stats``); on leaving, the old statistics are
+    put back, so measuring a network never changes it (a training run goes on exactly as before).
+
+    Built in: notebooks/01_instdisc.ipynb
+    """
+    saved = [(bn, [b.clone() for b in (bn.running_mean, bn.running_var, bn.num_batches_tracked)])
+             for bn in _batch_norms(model)]
+    try:
+        refresh_bn_stats(model, images, preprocess, n_images, batch_size)
+        yield model
+    finally:
+        with torch.no_grad():
+            for bn, buffers in saved:
+                for buffer, old in zip((bn.running_mean, bn.running_var, bn.num_batches_tracked), buffers):
+                    buffer.copy_(old)
+
+
+def protocol(n_images: int = BN_REFRESH_IMAGES) -> dict:
+    """The evaluation protocol as a plain dict, for a results record's ``eval_protocol``. Infrastructure."""
+    return {"bn_refresh": True, "bn_refresh_images": n_images, "bn_refresh_batch": BN_REFRESH_BATCH,
+            "bn_refresh_on": "a fixed seeded sample of the training images, at their stored (evaluation) "
+                             "resolution; no labels",
+            "bn_refresh_how": "running statistics reset, then a cumulative average over the batches with "
+                              "the BN layers in train mode under no_grad; restored after measuring",
+            "applies_to": "every network measured (random-init and trained): kNN, linear probe, collapse meter",
+            "knn": "weighted kNN (InstDisc), cosine, k=200, temperature 0.1, on the backbone's features"}
 
 
 # --- features ------------------------------------------------------------------------------------
@@ -191,11 +309,15 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
 
 def knn_accuracy(model: nn.Module, train_images: Tensor, train_labels: Tensor,
                  test_images: Tensor, test_labels: Tensor, preprocess: Preprocess,
-                 k: int = 200, temperature: float = 0.1, batch_size: int = 512) -> float:
+                 k: int = 200, temperature: float = 0.1, batch_size: int = 512,
+                 refresh_bn: bool = True) -> float:
     """Weighted-kNN top-1 accuracy (fraction in [0,1]) of ``model``'s features on the test set.
 
-    Features of both sets come from ``extract_features`` (eval mode, mode restored afterwards);
-    see ``knn_predict``.
+    The series' protocol: with ``refresh_bn`` (default) the model's BatchNorm statistics are first
+    recomputed on ``train_images`` (``fresh_bn``; put back afterwards, so the model is unchanged).
+    Features of both sets then come from ``extract_features`` (eval mode, mode restored
+    afterwards); see ``knn_predict``. ``refresh_bn=False`` measures the network with the running
+    statistics it holds (how the series measured before the protocol; 01 shows the difference).
 
     Built in: notebooks/01_instdisc.ipynb
     """
@@ -203,8 +325,9 @@ def knn_accuracy(model: nn.Module, train_images: Tensor, train_labels: Tensor,
     _check_uint8_images(test_images, "test_images")
     _check_label_shape(train_labels, train_images.shape[0], "train_labels")
     _check_label_shape(test_labels, test_images.shape[0], "test_labels")
-    train_features = extract_features(model, train_images, preprocess, batch_size)  # (N_train,D)
-    test_features = extract_features(model, test_images, preprocess, batch_size)  # (N_test,D)
+    with fresh_bn(model, train_images, preprocess) if refresh_bn else contextlib.nullcontext():
+        train_features = extract_features(model, train_images, preprocess, batch_size)  # (N_train,D)
+        test_features = extract_features(model, test_images, preprocess, batch_size)  # (N_test,D)
     return _knn_accuracy_of_features(train_features, train_labels, test_features, test_labels,
                                      k, temperature)
 
@@ -302,11 +425,12 @@ def fit_linear_classifier(train_features: Tensor, train_labels: Tensor, test_fea
 def linear_probe(backbone: nn.Module, train_images: Tensor, train_labels: Tensor, test_images: Tensor,
                  test_labels: Tensor, preprocess: Preprocess, num_classes: int, epochs: int = 30,
                  lr: float = 3e-3, batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0,
-                 feature_batch_size: int = 512) -> dict:
+                 feature_batch_size: int = 512, refresh_bn: bool = True) -> dict:
     """Linear evaluation of a frozen ``backbone``: a linear classifier on its fixed features.
 
-    Features are extracted ONCE with ``extract_features`` (eval mode, no gradient, BatchNorm
-    running statistics untouched, the backbone's train/eval mode restored), then
+    Features are extracted ONCE with ``extract_features`` (eval mode, no gradient, the backbone's
+    train/eval mode restored; with ``refresh_bn``, the default, its BatchNorm statistics are
+    recomputed on ``train_images`` first and put back afterwards, see ``fresh_bn``), then
     ``fit_linear_classifier`` trains nn.Linear(D,C) on them (train-set standardisation,
     AdamW, cosine lr, cross-entropy). No augmentation during the probe, unlike the
     papers' 100-epoch protocols, so expect a few points below published linear numbers.
@@ -316,8 +440,10 @@ def linear_probe(backbone: nn.Module, train_images: Tensor, train_labels: Tensor
 
     Built in: notebooks/01_instdisc.ipynb (used for the papers' linear-evaluation numbers)
     """
-    train_features = extract_features(backbone, train_images, preprocess, feature_batch_size)  # (N_train,D)
-    test_features = extract_features(backbone, test_images, preprocess, feature_batch_size)  # (N_test,D)
+    _check_uint8_images(train_images, "train_images")
+    with fresh_bn(backbone, train_images, preprocess) if refresh_bn else contextlib.nullcontext():
+        train_features = extract_features(backbone, train_images, preprocess, feature_batch_size)  # (N_train,D)
+        test_features = extract_features(backbone, test_images, preprocess, feature_batch_size)  # (N_test,D)
     return fit_linear_classifier(train_features, train_labels, test_features, test_labels, num_classes,
                                  epochs=epochs, lr=lr, batch_size=batch_size,
                                  weight_decay=weight_decay, seed=seed)
@@ -365,13 +491,37 @@ def effective_rank(z: Tensor) -> float:
     return torch.exp(-(p * torch.log(p.clamp(min=1e-300))).sum()).item()
 
 
+def mean_cosine(z: Tensor) -> float:
+    """The mean cosine similarity between the outputs of different samples,
+
+        c = 1/(N(N-1)) sum_{i != j} cos(z_i, z_j)  =  (N ||mean_n z_n/|z_n| ||^2 - 1) / (N - 1),
+
+    1.0 when every output points the same way (complete collapse, whatever the noise on top),
+    about 0 for outputs spread over the sphere. The std and the effective rank cannot see a
+    collapse onto one vector plus small isotropic noise (the noise is spread out); this can.
+    z (N, D) with N >= 2.
+
+    Built in: notebooks/09_byol.ipynb
+    """
+    _check_features(z, "z")
+    n = z.shape[0]
+    if n < 2:
+        raise ValueError(f"mean_cosine needs at least 2 outputs, got {n}.")
+    mean_direction = F.normalize(z.double(), dim=1).mean(dim=0)  # (D,)
+    return ((n * mean_direction.square().sum() - 1) / (n - 1)).item()
+
+
 def collapse_meter(z: Tensor) -> dict:
-    """Both collapse figures of a batch of outputs z (N, D): {"std": output_std(z),
-    "std_sqrt_d": std * sqrt(D) (about 1 when spread out, 0 when collapsed), "effective_rank":
-    effective_rank(z), "dim": D}. Plotted per epoch beside the kNN by 09, 10, 11 and 13.
+    """The collapse figures of a batch of outputs z (N, D), all on the L2-normalised outputs:
+    {"std": output_std(z), "std_sqrt_d": std * sqrt(D) (about 1 when spread out, 0 when
+    collapsed), "effective_rank": effective_rank of z/|z| (how many directions the outputs use),
+    "mean_cosine": mean_cosine(z) (1.0 for a complete collapse), "dim": D}. Plotted per epoch
+    beside the kNN by 09, 10, 11 and 13. Measure z with the network's BatchNorm statistics
+    refreshed (``fresh_bn``), as the kNN does.
 
     Built in: notebooks/09_byol.ipynb
     """
     std = output_std(z)
-    return {"std": std, "std_sqrt_d": std * math.sqrt(z.shape[1]), "effective_rank": effective_rank(z),
-            "dim": int(z.shape[1])}
+    return {"std": std, "std_sqrt_d": std * math.sqrt(z.shape[1]),
+            "effective_rank": effective_rank(F.normalize(z.float(), dim=1)),
+            "mean_cosine": mean_cosine(z), "dim": int(z.shape[1])}

@@ -63,6 +63,7 @@ class Profile:
     n_train: int | None
     n_test: int | None
     recipe: str | None = None
+    seed: int = 0   # $SSL_SEED: the run's seed (0 = the committed runs); part of the checkpoint name
 
     @property
     def dry_run(self) -> bool:
@@ -147,13 +148,14 @@ def get_profile(name: str | None = None) -> Profile:
     smoke and laptop always run on the CPU; gpu needs CUDA. Infrastructure.
     """
     global _dry_run
+    seed = _seed_from_env()
     requested = name if name is not None else os.environ.get("SSL_PROFILE", "auto")
     chosen = str(requested).strip().lower() or "auto"
     if chosen == "auto":
         chosen = "gpu" if torch.cuda.is_available() else "laptop"
     _dry_run = chosen == "gpu-dry"
     if _dry_run:
-        return Profile("gpu-dry", torch.device("cpu"), n_train=200, n_test=100, recipe="gpu")
+        return Profile("gpu-dry", torch.device("cpu"), n_train=200, n_test=100, recipe="gpu", seed=seed)
     if chosen not in PROFILES:
         origin = "get_profile()" if name is not None else "SSL_PROFILE"
         raise ValueError(f"unknown profile {requested!r} (from {origin}); valid names: {', '.join(PROFILES)}, gpu-dry, auto. "
@@ -164,9 +166,24 @@ def get_profile(name: str | None = None) -> Profile:
                          "use the CPU budget instead: SSL_PROFILE=laptop (or get_profile(\"laptop\")); "
                          "SSL_PROFILE=gpu-dry runs the gpu recipe's code for a couple of steps on the CPU.")
     if chosen == "smoke":
-        return Profile("smoke", torch.device("cpu"), n_train=2000, n_test=1000)
+        return Profile("smoke", torch.device("cpu"), n_train=2000, n_test=1000, seed=seed)
     device = torch.device("cuda" if chosen == "gpu" else "cpu")
-    return Profile(chosen, device, n_train=None, n_test=None)
+    return Profile(chosen, device, n_train=None, n_test=None, seed=seed)
+
+
+def _seed_from_env() -> int:
+    """$SSL_SEED as a non-negative int (default 0). Notebooks seed with profile.seed, so
+    `SSL_SEED=1` repeats a run with other random draws (initialisation, batches, augmentations);
+    the seed-to-seed spread of a recipe is measured this way (results/seeds/)."""
+    text = os.environ.get("SSL_SEED", "0").strip() or "0"
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise ValueError(f"SSL_SEED must be a non-negative integer like 0, 1 or 2, got {text!r}; "
+                         "unset it for the committed runs' seed 0.")
+    return seed
 
 
 def seed_everything(seed: int) -> torch.Generator:

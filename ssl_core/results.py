@@ -7,6 +7,8 @@ Infrastructure (used by every notebook's last cell, and by `python -m ssl_core.r
 
 Accuracies are fractions in 0..1 (shown as percentages in the table). Runs under the smoke
 profile go to results/smoke/ (git-ignored), so CI never overwrites the committed laptop results.
+A laptop run with another seed ($SSL_SEED=k, k > 0) goes to results/seeds/<name>-seed<k>.json:
+`seed_band(name)` reads them with the seed-0 record into the seed-to-seed spread of that recipe.
 The folder is $SSL_RESULTS_DIR if set, else <repo>/results.
 """
 
@@ -21,11 +23,12 @@ from pathlib import Path
 import torch
 
 from ssl_core.checkpoint import atomic_write
+from ssl_core.evaluate import protocol
 from ssl_core.profiles import describe_device
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-_AUTOMATIC = ("notebook", "profile", "device", "date", "torch_version", "peak_gpu_memory_gib")
+_AUTOMATIC = ("notebook", "profile", "device", "date", "torch_version", "peak_gpu_memory_gib", "seed")
 COLUMNS = ("notebook", "method", "dataset", "profile", "device", "epochs", "train time",
            "kNN top-1", "random-init kNN", "gain")
 
@@ -42,12 +45,31 @@ def seed_spread(values) -> dict:
             "range": max(values) - min(values)}
 
 
+def seed_band(name: str, key: str = "knn_top1", root=None) -> dict:
+    """The measured seed band of notebook ``name``'s main laptop recipe: ``key`` of the seed-0
+    record (<root>/<name>.json) and of every <root>/seeds/<name>-seed<k>.json, as
+    ``seed_spread`` plus {"seeds": [...], "values": [...]}. Only records measured under the same
+    evaluation protocol as the seed-0 one are used. Infrastructure (06 draws it; every notebook
+    reads its gaps against it)."""
+    root = Path(root) if root is not None else results_dir()
+    paths = [root / f"{name}.json", *sorted((root / "seeds").glob(f"{name}-seed*.json"))]
+    records = [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
+    if not records:
+        raise FileNotFoundError(f"no results for {name!r} under {root}; run the notebook first")
+    same = [r for r in records if r.get("eval_protocol") == records[0].get("eval_protocol") and key in r]
+    band = seed_spread([r[key] for r in same])
+    band.update(seeds=[r.get("seed", 0) for r in same], values=[r[key] for r in same])
+    return band
+
+
 def results_dir(profile=None) -> Path:
     """$SSL_RESULTS_DIR or <repo>/results for laptop runs (the README's table); its smoke/, gpu/
     and gpu-dry/ subfolders for those profiles. Infrastructure."""
     root = Path(os.environ.get("SSL_RESULTS_DIR") or _REPO_ROOT / "results").expanduser()
     name = getattr(profile, "name", profile)
-    return root / name if name in ("smoke", "gpu", "gpu-dry") else root
+    if name in ("smoke", "gpu", "gpu-dry"):
+        return root / name
+    return root / "seeds" if getattr(profile, "seed", 0) else root
 
 
 def _plain(value, key: str):
@@ -72,8 +94,10 @@ def save_results(name: str, profile, **figures) -> Path:
     name: the notebook, e.g. "01_instdisc". profile: the Profile the run used. figures: e.g.
     method, dataset, dataset_source, n_train, n_test, epochs, train_seconds, knn_top1,
     random_init_knn_top1, raw_pixel_knn_top1 (accuracies as fractions 0..1). Added
-    automatically: notebook, profile, device, date (UTC, ISO 8601), torch_version, and on CUDA
-    peak_gpu_memory_gib (torch.cuda.max_memory_allocated). Infrastructure.
+    automatically: notebook, profile, device, date (UTC, ISO 8601), torch_version, seed
+    (profile.seed), eval_protocol (``evaluate.protocol()``, unless given), and on CUDA
+    peak_gpu_memory_gib (torch.cuda.max_memory_allocated). A run with a seed k > 0 is written to
+    results/seeds/<name>-seed<k>.json. Infrastructure.
     """
     if not isinstance(name, str) or not name or any(sep in name for sep in "/\\") or name.endswith(".json"):
         raise ValueError(f"save_results: name must be the notebook's name like '01_instdisc', got {name!r}")
@@ -82,8 +106,11 @@ def save_results(name: str, profile, **figures) -> Path:
     clash = sorted(set(figures) & set(_AUTOMATIC))
     if clash:
         raise ValueError(f"save_results: {clash} are filled in automatically; do not pass them as figures")
+    seed = getattr(profile, "seed", 0)
     record = {"notebook": name, "profile": profile.name, "device": describe_device(profile.device),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch_version": torch.__version__}
+              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "torch_version": torch.__version__,
+              "seed": seed}
+    figures.setdefault("eval_protocol", protocol())
     if torch.device(profile.device).type == "cuda":  # for `make gpu-results`' table
         record["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated(profile.device) / 2**30, 2)
     for key, value in figures.items():
@@ -96,7 +123,8 @@ def save_results(name: str, profile, **figures) -> Path:
         text = json.dumps(record, indent=2, allow_nan=False) + "\n"
     except ValueError as error:
         raise ValueError(f"save_results: a figure is NaN or infinite ({error}); check the run") from error
-    return atomic_write(results_dir(profile) / f"{name}.json", lambda f: f.write(text.encode("utf-8")))
+    file_name = f"{name}-seed{seed}.json" if seed else f"{name}.json"
+    return atomic_write(results_dir(profile) / file_name, lambda f: f.write(text.encode("utf-8")))
 
 
 def load_results(root=None) -> list[dict]:
@@ -133,14 +161,18 @@ def results_table(rows) -> str:
         knn, base = row.get("knn_top1"), row.get("random_init_knn_top1")
         gain = (f"{100 * (knn - base):+.1f} pp" if isinstance(knn, (int, float)) and isinstance(base, (int, float))
                 else "–")
+        old = "" if row.get("eval_protocol") else " †"   # measured before the BN refresh
         cells = [f"[{name}](notebooks/{name}.ipynb)", row.get("method", name), row.get("dataset", "–"),
                  row.get("profile", "–"),
                  row.get("device", "–"), row.get("epochs", "–"), _duration(row.get("train_seconds")),
-                 _percent(knn), _percent(base), gain]
+                 _percent(knn) + old, _percent(base) + old, gain]
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     if not rows:
         lines.append("\n_No results yet: run a notebook with SSL_PROFILE=laptop, "
                      "then `python -m ssl_core.results`._")
+    elif any(not row.get("eval_protocol") for row in rows):
+        lines.append("\n† measured before the evaluation protocol (BatchNorm statistics not refreshed; "
+                     "random-init kNN ~3 points low); the notebook is due for a re-run.")
     return "\n".join(lines)
 
 

@@ -184,11 +184,94 @@ def test_raw_pixel_features_is_flattened_over_255():
 def test_knn_accuracy_equals_knn_predict_on_model_features():
     images, labels = random_images(30, seed=1), torch.arange(30) % 3
     net = small_net().train()
-    accuracy = knn_accuracy(net, images[:20], labels[:20], images[20:], labels[20:], to_float, k=5)
+    accuracy = knn_accuracy(net, images[:20], labels[:20], images[20:], labels[20:], to_float, k=5,
+                            refresh_bn=False)
     features = extract_features(net, images, to_float)
     predictions = knn_predict(features[:20], labels[:20], features[20:], 3, k=5)
     assert accuracy == pytest.approx((predictions == labels[20:]).float().mean().item())
     assert net.training
+
+
+def test_knn_accuracy_refreshes_bn_on_train_images_and_leaves_the_model_unchanged():
+    images, labels = random_images(30, seed=1), torch.arange(30) % 3
+    net = small_net().train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    accuracy = knn_accuracy(net, images[:20], labels[:20], images[20:], labels[20:], to_float, k=5)
+    for key, value in net.state_dict().items():          # running statistics put back
+        assert torch.equal(value, before[key]), key
+    with fresh_bn(net, images[:20], to_float):
+        features = extract_features(net, images, to_float)
+    predictions = knn_predict(features[:20], labels[:20], features[20:], 3, k=5)
+    assert accuracy == pytest.approx((predictions == labels[20:]).float().mean().item())
+    assert net.training
+
+
+# --- the evaluation protocol: BatchNorm refresh ------------------------------------------------
+
+from ssl_core.evaluate import fresh_bn, mean_cosine, protocol, refresh_bn_stats  # noqa: E402
+
+
+def bn_stats_loop(net, images, n, batch_size):
+    """The refreshed running mean / variance of net[1] (the BN after net[0]) written out: the same
+    seeded sample, per-batch mean and unbiased variance over (N, H, W), averaged over batches."""
+    order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+    means, variances = [], []
+    for start in range(0, n, batch_size):
+        with torch.no_grad():
+            a = net[0](to_float(images[order[start:start + batch_size]]))        # (b,C,H,W)
+        flat = a.transpose(0, 1).reshape(a.shape[1], -1)                        # (C, b*H*W)
+        means.append(flat.mean(dim=1))
+        variances.append(flat.var(dim=1, correction=1))
+    return torch.stack(means).mean(0), torch.stack(variances).mean(0)
+
+
+def test_refresh_bn_stats_equals_a_cumulative_average_loop():
+    images = random_images(64, seed=4)
+    net = small_net()
+    net[1].running_mean.fill_(3.0)                                   # stale statistics
+    net[1].momentum = 0.1
+    assert refresh_bn_stats(net, images, to_float, n_images=48, batch_size=16) == 1
+    mean, var = bn_stats_loop(net, images, 48, 16)
+    torch.testing.assert_close(net[1].running_mean, mean)
+    torch.testing.assert_close(net[1].running_var, var)
+    assert net[1].momentum == 0.1 and all(m.training for m in net.modules())
+
+
+def test_refresh_bn_stats_keeps_modes_and_parameters_and_skips_models_without_bn():
+    images = random_images(20, seed=5)
+    net = small_net().eval()
+    params = [p.clone() for p in net.parameters()]
+    refresh_bn_stats(net, images, to_float, batch_size=7)            # last batch of 6: kept
+    assert not any(m.training for m in net.modules())
+    assert all(torch.equal(p, q) for p, q in zip(params, net.parameters()))
+    no_bn = nn.Sequential(nn.Conv2d(3, 4, 3), nn.LayerNorm([4, 4, 4]))
+    assert refresh_bn_stats(no_bn, images, to_float) == 0
+    with pytest.raises(ValueError, match="at least 2 images"):
+        refresh_bn_stats(net, images[:1], to_float)
+    with pytest.raises(ValueError, match="uint8"):
+        refresh_bn_stats(net, images.float(), to_float)
+
+
+def test_refresh_bn_stats_treats_split_batchnorm_as_one_group():
+    from ssl_core.models import split_batchnorm_
+    images = random_images(32, seed=6)
+    plain, split = small_net(), split_batchnorm_(small_net(), groups=4)
+    refresh_bn_stats(plain, images, to_float, batch_size=16)
+    refresh_bn_stats(split, images, to_float, batch_size=16)
+    assert split[1].groups == 4
+    torch.testing.assert_close(split[1].running_var, plain[1].running_var)
+
+
+def test_fresh_bn_restores_statistics_even_on_error():
+    images = random_images(20, seed=7)
+    net = small_net()
+    old = net[1].running_var.clone()
+    with pytest.raises(RuntimeError, match="inside"):
+        with fresh_bn(net, images, to_float):
+            assert not torch.equal(net[1].running_var, old)
+            raise RuntimeError("inside")
+    assert torch.equal(net[1].running_var, old)
+    assert protocol()["bn_refresh_images"] == 5000
 
 
 def test_raw_pixel_knn_centres_by_train_mean_only():
@@ -236,8 +319,10 @@ def test_linear_probe_freezes_backbone_and_separates_toy_data(start_in_train_mod
     assert torch.equal(bn.running_mean, state["2.running_mean"])  # BN statistics untouched
     assert all(m.training == start_in_train_mode for m in backbone.modules())
     assert result["loss_history"][-1] < result["loss_history"][0]
-    # the returned classifier acts on raw backbone features (standardisation folded in)
-    features = extract_features(backbone, x_test, to_float)
+    # the returned classifier acts on raw backbone features (standardisation folded in), measured
+    # with the BN statistics refreshed on the training images (the protocol)
+    with fresh_bn(backbone, x_train, to_float):
+        features = extract_features(backbone, x_test, to_float)
     predictions = result["classifier"](features).argmax(dim=1)
     assert (predictions == y_test).float().mean().item() == pytest.approx(result["test_acc"])
 
@@ -273,6 +358,21 @@ def test_fit_linear_classifier_clear_errors():
 from ssl_core.evaluate import collapse_meter, effective_rank, output_std  # noqa: E402
 
 
+def test_nan_features_are_rejected_by_knn_probe_and_meter():
+    features, labels = torch.randn(10, 4), torch.arange(10) % 2
+    bad = features.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values .* in 1 of 10 rows"):
+        knn_predict(bad, labels, features, 2, k=3)
+    with pytest.raises(ValueError, match="test_features has non-finite"):
+        knn_predict(features, labels, bad, 2, k=3)
+    with pytest.raises(ValueError, match="lower the learning rate"):
+        fit_linear_classifier(bad, labels, features, labels, 2)
+    bad[5, 0] = float("inf")
+    with pytest.raises(ValueError, match="in 2 of 10 rows"):
+        collapse_meter(bad)
+
+
 def test_output_std_matches_per_dimension_loop():
     z = torch.randn(50, 6, generator=torch.Generator().manual_seed(0))
     u = z / z.norm(dim=1, keepdim=True)
@@ -305,10 +405,26 @@ def test_effective_rank_analytic_values_and_eigen_loop():
     assert effective_rank(torch.ones(10, 4)) == 0.0
 
 
-def test_collapse_meter_reports_both_figures_and_checks_input():
+def test_mean_cosine_equals_pairwise_loop_and_sees_collapse_plus_noise():
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(12, 5, generator=g)
+    u = [v / v.norm() for v in z]
+    pairs = [float(u[i] @ u[j]) for i in range(12) for j in range(12) if i != j]
+    assert mean_cosine(z) == pytest.approx(sum(pairs) / len(pairs), rel=1e-5)
+    # 09's toy: one constant vector plus small noise. The std is small but not 0, the effective
+    # rank of the normalised outputs is high (the noise is isotropic); the mean cosine says 1.
+    toy = torch.randn(1, 128, generator=g) + 0.01 * torch.randn(1000, 128, generator=g)
+    m = collapse_meter(toy)
+    assert m["mean_cosine"] > 0.99 and m["effective_rank"] > 100
+    spread = collapse_meter(torch.randn(4000, 128, generator=g))
+    assert abs(spread["mean_cosine"]) < 0.01
+
+
+def test_collapse_meter_reports_its_figures_and_checks_input():
     z = torch.randn(500, 16, generator=torch.Generator().manual_seed(3))
     m = collapse_meter(z)
-    assert set(m) == {"std", "std_sqrt_d", "effective_rank", "dim"} and m["dim"] == 16
+    assert set(m) == {"std", "std_sqrt_d", "effective_rank", "mean_cosine", "dim"} and m["dim"] == 16
+    assert m["effective_rank"] == pytest.approx(effective_rank(z / z.norm(dim=1, keepdim=True)))
     assert m["std_sqrt_d"] == pytest.approx(m["std"] * 4)
     with pytest.raises(ValueError, match=r"\(N,D\)"):
         output_std(torch.zeros(5))

@@ -76,8 +76,8 @@ def test_load_results_sorted_by_name_and_bad_json_named(tmp_path):
 
 def test_table_formats_percentages_time_and_gain():
     rows = [{"notebook": "01_instdisc", "dataset": "CIFAR-10", "profile": "laptop", "device": "cpu (2 threads)", "epochs": 15,
-             "train_seconds": 291.4, "knn_top1": 0.5031, "random_init_knn_top1": 0.4012},
-            {"notebook": "05_moco_v1", "method": "MoCo v1", "train_seconds": 42}]
+             "train_seconds": 291.4, "knn_top1": 0.5031, "random_init_knn_top1": 0.4012, "eval_protocol": {"bn_refresh": True}},
+            {"notebook": "05_moco_v1", "method": "MoCo v1", "train_seconds": 42, "eval_protocol": {"bn_refresh": True}}]
     lines = results_table(rows).splitlines()
     assert lines[0] == ("| notebook | method | dataset | profile | device | epochs | train time | kNN top-1 "
                         "| random-init kNN | gain |")
@@ -128,3 +128,32 @@ def test_seed_spread_against_a_loop_and_clear_errors():
         seed_spread([0.4])
     with pytest.raises(ValueError, match="at least 2 finite values"):
         seed_spread([0.4, float("nan")])
+
+
+def test_table_marks_rows_measured_before_the_protocol():
+    rows = [{"notebook": "01_instdisc", "knn_top1": 0.5, "random_init_knn_top1": 0.3},
+            {"notebook": "02_cpc", "knn_top1": 0.4, "random_init_knn_top1": 0.3, "eval_protocol": {"bn_refresh": True}}]
+    lines = results_table(rows).splitlines()
+    assert "| 50.0% † | 30.0% † |" in lines[2] and "†" not in lines[3]
+    assert "before the evaluation protocol" in lines[-1]
+
+
+def test_seeded_runs_go_to_seeds_and_make_a_band(tmp_path, monkeypatch):
+    from ssl_core.profiles import get_profile
+    from ssl_core.results import seed_band
+    monkeypatch.setenv("SSL_RESULTS_DIR", str(tmp_path))
+    for seed, acc in ((0, 0.50), (1, 0.52), (2, 0.49)):
+        monkeypatch.setenv("SSL_SEED", str(seed))
+        path = save_results("06_simclr_v1", get_profile("laptop"), knn_top1=acc)
+        assert path == (tmp_path / "06_simclr_v1.json" if seed == 0 else tmp_path / "seeds" / f"06_simclr_v1-seed{seed}.json")
+        record = json.loads(path.read_text())
+        assert record["seed"] == seed and record["eval_protocol"]["bn_refresh"] is True
+    band = seed_band("06_simclr_v1", root=tmp_path)
+    assert band["seeds"] == [0, 1, 2] and band["range"] == pytest.approx(0.03)
+    assert band["mean"] == pytest.approx((0.50 + 0.52 + 0.49) / 3)
+    monkeypatch.setenv("SSL_SEED", "-1")
+    with pytest.raises(ValueError, match="SSL_SEED must be a non-negative integer"):
+        get_profile("laptop")
+    monkeypatch.setenv("SSL_SEED", "1")
+    from ssl_core.checkpoint import checkpoint_path
+    assert "-laptop-seed1-" in checkpoint_path("06_simclr_v1", get_profile("laptop"), {"a": 1}).name
