@@ -45,18 +45,27 @@ def seed_spread(values) -> dict:
             "range": max(values) - min(values)}
 
 
+def seed_records(name: str, root=None) -> list[dict]:
+    """The records of notebook ``name``'s main recipe run with other seeds (k > 0):
+    <root>/seeds/<name>-seed<k>.json, written by tools/seed_runs.py, in seed order. Infrastructure."""
+    root = Path(root) if root is not None else results_dir()
+    paths = sorted((root / "seeds").glob(f"{name}-seed*.json"), key=lambda p: int(p.stem.rsplit("seed", 1)[1]))
+    return [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+
+
 def seed_band(name: str, key: str = "knn_top1", root=None) -> dict:
     """The measured seed band of notebook ``name``'s main laptop recipe: ``key`` of the seed-0
-    record (<root>/<name>.json) and of every <root>/seeds/<name>-seed<k>.json, as
-    ``seed_spread`` plus {"seeds": [...], "values": [...]}. Only records measured under the same
-    evaluation protocol as the seed-0 one are used. Infrastructure (06 draws it; every notebook
-    reads its gaps against it)."""
+    record (<root>/<name>.json) and of its ``seed_records``, as ``seed_spread`` plus
+    {"seeds": [...], "values": [...]}. Only records measured under the same evaluation protocol
+    as the seed-0 one are used. Infrastructure (06 draws it; every notebook reads its gaps
+    against it)."""
     root = Path(root) if root is not None else results_dir()
-    paths = [root / f"{name}.json", *sorted((root / "seeds").glob(f"{name}-seed*.json"))]
-    records = [json.loads(p.read_text(encoding="utf-8")) for p in paths if p.is_file()]
-    if not records:
+    main = root / f"{name}.json"
+    if not main.is_file():
         raise FileNotFoundError(f"no results for {name!r} under {root}; run the notebook first")
-    same = [r for r in records if r.get("eval_protocol") == records[0].get("eval_protocol") and key in r]
+    first = json.loads(main.read_text(encoding="utf-8"))
+    same = [r for r in [first, *seed_records(name, root)]
+            if r.get("eval_protocol") == first.get("eval_protocol") and key in r]
     band = seed_spread([r[key] for r in same])
     band.update(seeds=[r.get("seed", 0) for r in same], values=[r[key] for r in same])
     return band

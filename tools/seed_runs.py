@@ -4,7 +4,8 @@
 
 For each seed k the notebook is executed (a copy, in memory; the notebook file is not touched)
 with SSL_SEED=k, from its first cell down to the cell tagged `seed-band-end` (the cell that reads
-the main run's final kNN), skipping the side experiments after it; then one added cell saves
+the main run's final kNN), skipping the side experiments after it and the cells tagged
+`seed-band-skip` before it (side runs the main run does not need); then one added cell saves
 the main run's figures with `results.save_results`, which writes results/seeds/<name>-seed<k>.json.
 Seed 0 is the committed run (results/<name>.json). `results.seed_band(name)` reads them all.
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-TAG = "seed-band-end"
+TAG, SKIP = "seed-band-end", "seed-band-skip"
 SAVE = """\
 from ssl_core import results as _results
 _path = _results.save_results(
@@ -36,7 +37,8 @@ def main_run_cells(path: Path) -> nbformat.NotebookNode:
     ends = [i for i, cell in enumerate(nb.cells) if TAG in cell.get("metadata", {}).get("tags", [])]
     if not ends:
         sys.exit(f"{path}: no cell is tagged {TAG!r}; tag the cell that computes trained_top1")
-    nb.cells = nb.cells[:ends[0] + 1] + [nbformat.v4.new_code_cell(SAVE.format(name=path.stem))]
+    kept = [cell for cell in nb.cells[:ends[0] + 1] if SKIP not in cell.get("metadata", {}).get("tags", [])]
+    nb.cells = kept + [nbformat.v4.new_code_cell(SAVE.format(name=path.stem))]
     return nb
 
 
