@@ -14,7 +14,46 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ssl_core import checks
+
 Tensor = torch.Tensor
+
+_WHY_TEMPERATURE = " (it divides the similarities: 0 gives NaN, a negative value reverses the objective)"
+
+
+def _check_temperature(value, name: str, loss: str) -> None:
+    """The one temperature check of every loss: a number > 0 (a CUDA tensor is not read)."""
+    checks.positive(value, f"{loss}: {name}", _WHY_TEMPERATURE)
+
+
+def check_finite(loss, step=None, hint: str | None = None, **terms) -> float:
+    """The loss as a Python float (use it in place of `loss.item()` in a training loop); raises
+    FloatingPointError, naming the step, the loss terms and a fix, if it is NaN or infinite.
+
+        epoch_losses.append(losses.check_finite(loss, step=step, lr=lr, tau=HP["tau"]))
+
+    A NaN loss is not a result: the next optimiser step writes NaN into every weight, and the
+    run trains on for nothing. `terms` are anything worth printing beside it (parts of the loss,
+    the learning rate, a temperature); tensors are printed as numbers. It reads the loss once,
+    as `loss.item()` would (one wait for the GPU per step, not an extra one).
+
+    Infrastructure (every notebook's training loop).
+    """
+    value = float(loss.detach().float()) if isinstance(loss, Tensor) else float(loss)
+    if math.isfinite(value):
+        return value
+
+    def show(v):
+        if isinstance(v, Tensor) and v.numel() == 1:
+            v = v.item()
+        return f"{v:.4g}" if isinstance(v, float) else repr(v)
+
+    where = f" at step {step}" if step is not None else ""
+    parts = ", ".join(f"{k}={show(v)}" for k, v in terms.items())
+    hint = hint or ("lower the learning rate (a diverging step), raise a temperature that is near 0, "
+                    "or check the inputs for NaN (e.g. a zero vector normalised)")
+    raise FloatingPointError(f"the loss is {value}{where}" + (f" ({parts})" if parts else "")
+                             + f"; training on would fill every weight with NaN. Fix: {hint}")
 
 
 def nonparametric_softmax_loss(v: Tensor, bank: Tensor, idx: Tensor, tau: float = 0.07) -> Tensor:
@@ -26,6 +65,7 @@ def nonparametric_softmax_loss(v: Tensor, bank: Tensor, idx: Tensor, tau: float 
 
     Built in: notebooks/01_instdisc.ipynb
     """
+    _check_temperature(tau, "tau", "nonparametric_softmax_loss")
     logits = torch.einsum("nd,md->nm", v, bank) / tau                  # (N, M)
     return F.cross_entropy(logits, idx)
 
@@ -37,6 +77,7 @@ def estimate_log_Z(neg_dots: Tensor, tau: float, n_data: int) -> Tensor:
 
     Built in: notebooks/01_instdisc.ipynb
     """
+    _check_temperature(tau, "tau", "estimate_log_Z")
     log_mean = torch.logsumexp(neg_dots.detach().flatten() / tau, dim=0) - math.log(neg_dots.numel())
     return log_mean + math.log(n_data)
 
@@ -62,6 +103,7 @@ def instdisc_nce_loss(pos_dots: Tensor, neg_dots: Tensor, log_Z: Tensor | float,
                          f"and {tuple(neg_dots.shape)}")
     if n_data is None:
         raise ValueError("n_data (the number of training images, the size of the memory bank) is required")
+    _check_temperature(tau, "tau", "instdisc_nce_loss")
     m = neg_dots.shape[1]
     b = math.log(m / n_data)                                           # log(m P_n)
     a_pos = pos_dots / tau - log_Z                                     # (N,)
@@ -83,12 +125,20 @@ def info_nce(queries: Tensor, positive_keys: Tensor, negative_keys: Tensor | Non
     Inputs are used as given: normalise them first for cosine similarities (CPC scores with a
     plain dot product). Returns the mean loss over the N queries; a cross-entropy whose
     target is the positive, so with all scores equal it is log(1 + number of negatives).
+    Inputs of different dtypes (bf16 keys from an autocast forward beside float32 queries) are
+    promoted to the wider one; temperature > 0.
 
     Built in: notebooks/02_cpc.ipynb
     """
     if queries.dim() != 2 or queries.shape != positive_keys.shape:
         raise ValueError(f"expected queries and positive_keys of the same shape (N, D), got "
                          f"{tuple(queries.shape)} and {tuple(positive_keys.shape)}")
+    _check_temperature(temperature, "temperature", "info_nce")
+    keys = [queries, positive_keys] + ([] if negative_keys is None else [negative_keys])
+    if len({t.dtype for t in keys}) > 1:  # e.g. bf16 keys from an autocast forward, float32 queries
+        dtype = torch.promote_types(torch.promote_types(queries.dtype, positive_keys.dtype), keys[-1].dtype)
+        queries, positive_keys = queries.to(dtype), positive_keys.to(dtype)
+        negative_keys = None if negative_keys is None else negative_keys.to(dtype)
     if negative_keys is None:
         logits = torch.einsum("nd,md->nm", queries, positive_keys) / temperature     # (N, N)
         targets = torch.arange(len(queries), device=queries.device)                # diagonal
@@ -107,7 +157,8 @@ def info_nce(queries: Tensor, positive_keys: Tensor, negative_keys: Tensor | Non
     return F.cross_entropy(logits, targets)
 
 
-def _two_view_logits(z1: Tensor, z2: Tensor, tau: float) -> tuple[Tensor, Tensor]:
+def _two_view_logits(z1: Tensor, z2: Tensor, tau: float, name: str = "tau",
+                     loss: str = "invaspread_loss") -> tuple[Tensor, Tensor]:
     """The in-batch similarity matrix of two views, shared by InvaSpread (03) and SimCLR (06).
 
     z = [z1; z2] (2N, D); returns logits z_a . z_j / tau (2N, 2N) with the diagonal (a view
@@ -116,6 +167,7 @@ def _two_view_logits(z1: Tensor, z2: Tensor, tau: float) -> tuple[Tensor, Tensor
     if z1.dim() != 2 or z1.shape != z2.shape or len(z1) < 2:
         raise ValueError(f"expected two views z1, z2 of the same shape (N, D) with N >= 2, got "
                          f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    _check_temperature(tau, name, loss)
     n = len(z1)
     z = torch.cat([z1, z2])                                                  # (2N, D)
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
@@ -160,7 +212,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
     Built in: notebooks/06_simclr_v1.ipynb
     """
-    logits, positive = _two_view_logits(F.normalize(z1, dim=1), F.normalize(z2, dim=1), temperature)
+    logits, positive = _two_view_logits(F.normalize(z1, dim=1), F.normalize(z2, dim=1), temperature,
+                                        "temperature", "nt_xent")
     return F.cross_entropy(logits, positive)
 
 
@@ -180,8 +233,7 @@ def distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperatur
     if student_logits.dim() != 2 or student_logits.shape != teacher_logits.shape:
         raise ValueError(f"expected student and teacher logits of the same shape (N, C), got "
                          f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature, "temperature", "distillation_loss")
     p_teacher = torch.softmax(teacher_logits.detach() / temperature, dim=1)          # (N, C), no grad
     log_p_student = torch.log_softmax(student_logits / temperature, dim=1)          # (N, C)
     return -(p_teacher * log_p_student).sum(dim=1).mean()
@@ -268,8 +320,7 @@ def swav_loss(scores: Tensor, codes: Tensor, temperature: float = 0.1) -> Tensor
     Built in: notebooks/10_swav.ipynb
     """
     _check_pair(scores, codes, "scores and codes")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_temperature(temperature, "temperature", "swav_loss")
     return -(codes.detach() * torch.log_softmax(scores / temperature, dim=1)).sum(dim=1).mean()
 
 
@@ -290,11 +341,15 @@ def dino_loss(student_out: list[Tensor], teacher_out: list[Tensor], center: Tens
 
     Built in: notebooks/13_dino.ipynb
     """
+    if isinstance(student_out, Tensor) or isinstance(teacher_out, Tensor):
+        raise TypeError("dino_loss takes lists of per-crop outputs, one (N, K) tensor per crop; split a "
+                        "concatenated output first: dino_loss(list(student_out.chunk(V)), "
+                        "list(teacher_out.chunk(2)), center) for V student crops and 2 global crops")
     if not student_out or not teacher_out or len(teacher_out) > len(student_out):
         raise ValueError(f"need >= 1 teacher crop and at least as many student crops, got "
                          f"{len(teacher_out)} teacher and {len(student_out)} student crops")
-    if not student_temp > 0 or not teacher_temp > 0:
-        raise ValueError(f"temperatures must be > 0, got student {student_temp}, teacher {teacher_temp}")
+    _check_temperature(student_temp, "student_temp", "dino_loss")
+    _check_temperature(teacher_temp, "teacher_temp", "dino_loss")
     shape = teacher_out[0].shape
     if any(t.shape != shape for t in [*teacher_out, *student_out]) or len(shape) != 2:
         raise ValueError(f"every crop's output must have the same shape (N, K), got "

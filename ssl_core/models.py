@@ -21,9 +21,28 @@ Infrastructure, used by every notebook.
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def check_images(x: torch.Tensor) -> None:
+    """A backbone's input must be a float batch: uint8 images straight from the dataset would fail
+    inside the first convolution with an error that blames the weights. A dtype read, no sync.
+    Infrastructure."""
+    if not x.is_floating_point():
+        raise TypeError(f"got {str(x.dtype).replace('torch.', '')} images: a backbone takes normalised float "
+                        "images; call augment.preprocess(images) (or an augmentation pipeline) first")
+
+
+def _check_head_input(head: nn.Module, args) -> None:
+    """Forward pre-hook of mlp(): the input's last dim must be the first Linear's in_features."""
+    x, d_in = args[0], head[0].in_features
+    if isinstance(x, torch.Tensor) and x.shape[-1:] != (d_in,):
+        raise ValueError(f"this head takes features of size {d_in} (mlp({d_in}, ...)), got shape {tuple(x.shape)}; "
+                         f"build it from the backbone's output size: models.mlp(backbone.feature_dim, ...)")
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -66,6 +85,7 @@ class SmallCNN(nn.Module):
         )
 
     def forward(self, x):
+        check_images(x)
         return self.net(x)
 
 
@@ -84,6 +104,7 @@ class ResNet18(nn.Module):
                                  nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
     def forward(self, x):
+        check_images(x)
         return self.net(x)
 
 
@@ -93,9 +114,13 @@ def mlp(*dims: int, last_bn: bool = False, bn: bool = True) -> nn.Sequential:
     mlp(512, 2048, 128) is SimCLR's projection head; mlp(512, 128) a linear projection.
     last_bn=True adds a BatchNorm after the last Linear (SimCLR v2, SimSiam).
     bn=False drops the hidden BatchNorms: Linear -> ReLU -> Linear is MoCo v2's head.
+    An input whose last dim is not dims[0] is refused with a message naming backbone.feature_dim.
     """
     if len(dims) < 2:
         raise ValueError(f"mlp needs at least an input and an output size, got {dims}")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+            raise ValueError(f"mlp sizes must be positive ints, got {dims}; e.g. mlp(backbone.feature_dim, 512, 128)")
     layers: list[nn.Module] = []
     for d_in, d_out in zip(dims[:-2], dims[1:-1]):
         norm = [nn.BatchNorm1d(d_out)] if bn else []
@@ -103,7 +128,9 @@ def mlp(*dims: int, last_bn: bool = False, bn: bool = True) -> nn.Sequential:
     layers.append(nn.Linear(dims[-2], dims[-1], bias=not last_bn))
     if last_bn:
         layers.append(nn.BatchNorm1d(dims[-1]))
-    return nn.Sequential(*layers)
+    head = nn.Sequential(*layers)
+    head.register_forward_pre_hook(_check_head_input)
+    return head
 
 
 class MaskedConvContext(nn.Module):
@@ -298,6 +325,7 @@ class ViT(nn.Module):
 
     def tokens(self, x):
         """(N, 3, H, W) -> (N, 1 + T, dim): [CLS] + patch tokens with position embeddings."""
+        check_images(x)
         if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
             raise ValueError(f"image size {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}")
         patches = self.patch_embed(x)                                   # (N, dim, H/p, W/p)
@@ -362,5 +390,9 @@ class DINOHead(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
+        d_in = self.mlp[0].in_features
+        if x.shape[-1:] != (d_in,):
+            raise ValueError(f"DINOHead(in_dim={d_in}) got features of shape {tuple(x.shape)}; build it from the "
+                             "backbone's output size: DINOHead(backbone.feature_dim, ...)")
         z = F.normalize(self.mlp(x), dim=1)                             # (N, bottleneck), unit rows
         return z @ F.normalize(self.last, dim=1).T                      # (N, out_dim), cosines
