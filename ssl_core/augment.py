@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ssl_core import checks
 from ssl_core.color import (_check_batch, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation,
                             rgb_to_gray)
 
@@ -49,10 +50,14 @@ def to_float(images: Tensor) -> Tensor:
 
 
 def normalize(x: Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Tensor:
-    """(x - mean) / std per channel."""
-    mean = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """(x - mean) / std per channel; one mean and one std per channel of x (N, C, H, W)."""
+    c = x.shape[1] if x.dim() == 4 else None
+    mean = torch.as_tensor(mean, device=x.device, dtype=x.dtype).flatten()
+    std = torch.as_tensor(std, device=x.device, dtype=x.dtype).flatten()
+    if c is None or len(mean) != c or len(std) != c:
+        raise ValueError(f"normalize: x of shape {tuple(x.shape)} needs one mean and one std per channel, got "
+                         f"{len(mean)} and {len(std)}; for {c}-channel images pass mean=, std= with {c} values each")
+    return (x - mean.view(1, c, 1, 1)) / std.view(1, c, 1, 1)
 
 
 def preprocess(images: Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Tensor:
@@ -72,6 +77,10 @@ def random_resized_crop(x: Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4
     (N, 3, H, W) -> (N, 3, size, size)
     """
     _check_batch(x)
+    checks.positive_int(size, "random_resized_crop: size")
+    checks.positive_int(tries, "random_resized_crop: tries")
+    checks.interval(scale, "random_resized_crop: scale (fractions of the image area)", 0.0, 1.0)
+    checks.interval(ratio, "random_resized_crop: ratio (aspect ratios w/h)")
     n, _, h, w = x.shape
     area = torch.empty(n, tries, device=x.device).uniform_(*scale, generator=generator) * (h * w)
     log_r = torch.empty(n, tries, device=x.device).uniform_(math.log(ratio[0]), math.log(ratio[1]),
@@ -98,6 +107,7 @@ def random_resized_crop(x: Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4
 def horizontal_flip(x: Tensor, p: float = 0.5, generator=None) -> Tensor:
     """Mirror each image left-right with probability p."""
     _check_batch(x)
+    checks.probability(p, "horizontal_flip: p")
     flip = _coin(x.shape[0], p, x, generator).view(-1, 1, 1, 1)
     return torch.where(flip, x.flip(-1), x)
 
@@ -112,6 +122,10 @@ def color_jitter(x: Tensor, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.
     torchvision's ColorJitter does for a single image. Images not chosen get identity factors.
     """
     _check_batch(x)
+    for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
+        checks.number(s, f"color_jitter: {name} (factors drawn from [1 - s, 1 + s])", 0.0)
+    checks.number(hue, "color_jitter: hue (a shift in [-hue, hue] of a turn)", 0.0, 0.5)
+    checks.probability(p, "color_jitter: p")
     n = x.shape[0]
     on = _coin(n, p, x, generator)
     ops, params = [], []
@@ -136,6 +150,7 @@ def color_jitter(x: Tensor, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.
 def random_grayscale(x: Tensor, p: float = 0.2, generator=None) -> Tensor:
     """Replace each image by its luma (kept 3-channel) with probability p."""
     _check_batch(x)
+    checks.probability(p, "random_grayscale: p")
     gray = _coin(x.shape[0], p, x, generator).view(-1, 1, 1, 1)
     return torch.where(gray, rgb_to_gray(x).expand_as(x), x)
 
@@ -148,9 +163,12 @@ def gaussian_blur(x: Tensor, sigma=(0.1, 2.0), p: float = 0.5, kernel_size: int 
     Images not chosen get a delta kernel, i.e. stay exactly as they are.
     """
     _check_batch(x)
+    checks.interval(sigma, "gaussian_blur: sigma (a range of standard deviations in pixels)")
+    checks.probability(p, "gaussian_blur: p")
     n, c, h, w = x.shape
     if kernel_size is None:
         kernel_size = max(3, int(0.1 * min(h, w)) // 2 * 2 + 1)
+    checks.positive_int(kernel_size, "gaussian_blur: kernel_size")
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     r = kernel_size // 2
@@ -170,6 +188,8 @@ def gaussian_blur(x: Tensor, sigma=(0.1, 2.0), p: float = 0.5, kernel_size: int 
 def random_solarize(x: Tensor, p: float = 0.2, threshold: float = 0.5, generator=None) -> Tensor:
     """With probability p, invert every pixel value >= threshold (BYOL's second view)."""
     _check_batch(x)
+    checks.probability(p, "random_solarize: p")
+    checks.number(threshold, "random_solarize: threshold")
     on = _coin(x.shape[0], p, x, generator).view(-1, 1, 1, 1)
     return torch.where(on & (x >= threshold), 1.0 - x, x)
 
@@ -199,7 +219,33 @@ class Augment:
     mean: tuple = CIFAR10_MEAN
     std: tuple = CIFAR10_STD
 
+    def __post_init__(self):
+        self.check()
+
+    def check(self) -> None:
+        """Range-check every knob, naming it (run at construction and at every call, so a field
+        changed later is checked too; pure Python, no tensor is read)."""
+        checks.positive_int(self.size, "Augment.size (the side of the output views, in pixels)")
+        checks.interval(self.crop_scale, "Augment.crop_scale (fractions of the image area)", 0.0, 1.0)
+        checks.interval(self.crop_ratio, "Augment.crop_ratio (aspect ratios w/h)")
+        for name in ("flip_p", "jitter_p", "gray_p", "blur_p", "solarize_p"):
+            checks.probability(getattr(self, name), f"Augment.{name} (a probability)")
+        if not isinstance(self.jitter, (tuple, list)) or len(self.jitter) != 4:
+            raise ValueError(f"Augment.jitter must be 4 strengths (brightness, contrast, saturation, hue), "
+                             f"got {self.jitter!r}; write 0 for an adjustment to leave out")
+        for name, value in zip(("brightness", "contrast", "saturation"), self.jitter):
+            checks.number(value, f"Augment.jitter {name}", 0.0)
+        checks.number(self.jitter[3], "Augment.jitter hue (a shift of at most half a turn)", 0.0, 0.5)
+        checks.interval(self.blur_sigma, "Augment.blur_sigma (a range of standard deviations in pixels)")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)) or len(value) != 3:
+                raise ValueError(f"Augment.{name} must be 3 numbers, one per RGB channel, got {value!r}")
+        for value in self.std:
+            checks.positive(value, "Augment.std (each channel's)")
+
     def __call__(self, images: Tensor, generator=None, normalized: bool = True) -> Tensor:
+        self.check()
         x = to_float(images)
         x = random_resized_crop(x, self.size, self.crop_scale, self.crop_ratio, generator)
         if self.flip_p > 0:
@@ -263,6 +309,8 @@ class MultiCrop:
                  n_local: int = 0):
         if n_global < 1 or n_local < 0:
             raise ValueError(f"need n_global >= 1 and n_local >= 0, got {n_global} and {n_local}")
+        checks.positive_int(n_global, "MultiCrop: n_global")
+        checks.positive_int(n_local, "MultiCrop: n_local", minimum=0)
         if n_local and local_view is None:
             raise ValueError(f"n_local={n_local} local views need a local_view pipeline (an Augment)")
         self.global_view, self.n_global = global_view, n_global

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from ssl_core import checks
+
 
 def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
                     warmup_start: float = 0.0) -> torch.Tensor:
@@ -24,6 +26,10 @@ def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: i
     if total_steps < 1 or not 0 <= warmup_steps <= total_steps:
         raise ValueError(f"need total_steps >= 1 and 0 <= warmup_steps <= total_steps, got "
                          f"total_steps={total_steps}, warmup_steps={warmup_steps}")
+    checks.positive_int(total_steps, "cosine_schedule: total_steps")
+    checks.positive_int(warmup_steps, "cosine_schedule: warmup_steps", minimum=0)
+    for name, value in (("base", base), ("final", final), ("warmup_start", warmup_start)):
+        checks.number(value, f"cosine_schedule: {name}")
     warmup = torch.linspace(warmup_start, base, warmup_steps + 1)[1:] if warmup_steps else torch.empty(0)
     t = torch.arange(total_steps - warmup_steps, dtype=torch.float64)
     cosine = final + (base - final) * (1 + torch.cos(math.pi * t / max(len(t), 1))) / 2
