@@ -9,7 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_core import checks
+
 Tensor = torch.Tensor
+UNIT_TOLERANCE = 0.02  # |norm - 1| allowed for a "unit" key (bf16 rounding is ~0.004)
+
+
+def _check_now(module: nn.Module, t: Tensor) -> bool:
+    """Whether to run the value checks of an update: on the CPU always; on a GPU only the first
+    time (reading values back waits for the GPU; a wrong setup shows at the first step, and a
+    NaN appearing later is caught by the loss, see losses.check_finite)."""
+    first = not getattr(module, "_checked_once", False)
+    module._checked_once = True
+    return first or t.device.type == "cpu"
 
 
 class MemoryBank(nn.Module):
@@ -26,6 +38,8 @@ class MemoryBank(nn.Module):
 
     def __init__(self, size: int, dim: int = 128, momentum: float = 0.5, seed: int = 0):
         super().__init__()
+        checks.positive_int(size, "MemoryBank size (one row per training image: len(train))")
+        checks.positive_int(dim, "MemoryBank dim")
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.momentum = momentum
@@ -50,6 +64,16 @@ class MemoryBank(nn.Module):
         if features.shape != (idx.shape[0], self.memory.shape[1]):
             raise ValueError(f"features must be (N, {self.memory.shape[1]}) matching idx (N,), "
                              f"got {tuple(features.shape)} and {tuple(idx.shape)}")
+        if idx.is_floating_point() or idx.dtype == torch.bool:
+            raise TypeError(f"MemoryBank.update_: idx must be integer row indices (the loader's idx), got {idx.dtype}")
+        if idx.numel() and _check_now(self, idx):
+            low, high = int(idx.min()), int(idx.max())
+            if low < 0 or high >= len(self):
+                raise IndexError(f"MemoryBank.update_: idx must be training indices in [0, {len(self)}), got values "
+                                 f"from {low} to {high}; pass the idx the loader yields, with a bank of len(train) rows")
+            if not bool(torch.isfinite(features).all()):
+                raise ValueError("MemoryBank.update_: features contain NaN or inf; the loss has diverged "
+                                 "(lower the learning rate) or a zero vector was normalised")
         mixed = self.momentum * self.memory[idx] + (1 - self.momentum) * features.detach().to(self.memory.dtype)
         self.memory[idx] = F.normalize(mixed, dim=1)
 
@@ -63,13 +87,19 @@ class Queue(nn.Module):
     MoCo does), so it is usable as negatives from the first step. A buffer, so `.to(device)`
     and checkpoints carry it.
 
+    Keys must be finite unit vectors (normalise them with F.normalize first; |norm - 1| <= 0.02
+    is accepted for bf16); `unit_keys=False` stores any finite vectors.
+
     Built in: notebooks/05_moco_v1.ipynb
     """
 
-    def __init__(self, size: int, dim: int = 128, seed: int = 0):
+    def __init__(self, size: int, dim: int = 128, seed: int = 0, unit_keys: bool = True):
         super().__init__()
         if size < 1:
             raise ValueError(f"queue size must be >= 1, got {size}")
+        checks.positive_int(size, "Queue size (the number of keys K)")
+        checks.positive_int(dim, "Queue dim")
+        self.unit_keys = unit_keys
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=g), dim=1))  # (K, D)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
@@ -85,6 +115,16 @@ class Queue(nn.Module):
         if len(k) > len(self):
             raise ValueError(f"a batch of {len(k)} keys does not fit a queue of {len(self)}; "
                              "use a queue at least as large as the batch")
+        if _check_now(self, k):
+            norms = k.detach().float().norm(dim=1)                                     # (N,)
+            if not bool(torch.isfinite(norms).all()):
+                raise ValueError("Queue.enqueue_: keys contain NaN or inf; the loss has diverged "
+                                 "(lower the learning rate) or a zero vector was normalised")
+            worst = float((norms - 1).abs().max()) if len(norms) else 0.0
+            if self.unit_keys and worst > UNIT_TOLERANCE:
+                raise ValueError(f"Queue.enqueue_: keys must be unit vectors (MoCo's negatives are cosines), got "
+                                 f"norms up to {float(norms.max()):.3g}; enqueue F.normalize(k, dim=1), or make "
+                                 "the queue with unit_keys=False to store other vectors")
         slots = (self.ptr + torch.arange(len(k), device=self.keys.device)) % len(self)   # (N,)
         self.keys[slots] = k.detach().to(self.keys.dtype)   # bf16 keys under autocast: stored in float32
         self.ptr.copy_((self.ptr + len(k)) % len(self))

@@ -34,7 +34,8 @@ def ema_update_(target: nn.Module, online: nn.Module, m: float) -> None:
     batch statistics and keeps its own running statistics. We copy so that a target used in
     eval mode (a kNN of the key encoder, DINO's teacher) has the online network's statistics;
     in train mode a BN layer normalises with batch statistics, so the copy does not change a
-    training step. Both networks must have the same architecture.
+    training step. Both networks must have the same architecture, and the target must be frozen
+    (requires_grad=False, as copy_frozen makes it): that catches the two networks swapped.
 
     Built in: notebooks/05_moco_v1.ipynb
     """
@@ -44,6 +45,10 @@ def ema_update_(target: nn.Module, online: nn.Module, m: float) -> None:
     if len(t_params) != len(o_params) or any(t.shape != o.shape for t, o in zip(t_params, o_params)):
         raise ValueError("target and online must have the same architecture (make the target "
                          "with copy_frozen(online))")
+    if any(t.requires_grad for t in t_params):
+        raise ValueError("ema_update_(target, online, m): the target has trainable parameters; are the first two "
+                         "arguments swapped? The target (key encoder, teacher) comes first and is made with "
+                         "copy_frozen(online), which sets requires_grad=False")
     for t, o in zip(t_params, o_params):
         t.mul_(m).add_(o.detach(), alpha=1 - m)
     for t, o in zip(target.buffers(), online.buffers()):

@@ -64,7 +64,7 @@ from ssl_core.memory import Queue  # noqa: E402
 
 
 def test_queue_is_fifo_ring_buffer():
-    q = Queue(size=5, dim=2, seed=1)
+    q = Queue(size=5, dim=2, seed=1, unit_keys=False)  # raw values make the order visible
     torch.testing.assert_close(q.keys.norm(dim=1), torch.ones(5))
     naive = [row.clone() for row in q.keys]          # a Python list: dequeue from the front
     for step in range(4):
@@ -79,7 +79,7 @@ def test_queue_is_fifo_ring_buffer():
 
 def test_queue_enqueue_is_detached_and_checked():
     q = Queue(size=4, dim=3)
-    k = torch.randn(2, 3, requires_grad=True)
+    k = torch.nn.functional.normalize(torch.randn(2, 3), dim=1).requires_grad_()
     q.enqueue_(k)
     assert not q.keys.requires_grad
     with pytest.raises(ValueError, match=r"must be \(N, 3\)"):
@@ -92,7 +92,7 @@ def test_queue_enqueue_is_detached_and_checked():
 
 def test_queue_state_dict_round_trip():
     q = Queue(size=6, dim=2)
-    q.enqueue_(torch.ones(4, 2))
+    q.enqueue_(torch.full((4, 2), 0.5 ** 0.5))
     r = Queue(size=6, dim=2, seed=5)
     r.load_state_dict(q.state_dict())
     torch.testing.assert_close(r.keys, q.keys)
