@@ -104,7 +104,7 @@ class Profile:
     @property
     def mixed_precision(self) -> bool:
         """bf16 autocast in training loops: on for the gpu recipe (gpu, gpu-dry), off with SSL_AMP=0."""
-        return (self.recipe or self.name) == "gpu" and os.environ.get("SSL_AMP", "1") != "0"
+        return _env_flag("SSL_AMP", True) and (self.recipe or self.name) == "gpu"  # a bad value fails anywhere
 
     def autocast(self):
         """The context for a training step's forward pass and loss:
@@ -126,11 +126,12 @@ class Profile:
         for convolutional nets (what cuDNN's bf16 kernels want), and with SSL_COMPILE=1
         torch.compile through model.compile() (in place, so parameter names and checkpoints do not
         change; the first steps pay the compile time). A no-op under smoke and laptop."""
+        compile_model = _env_flag("SSL_COMPILE", False)  # read first: a bad value fails under every profile
         if (self.recipe or self.name) != "gpu":
             return model
         if any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
             model.to(memory_format=torch.channels_last)
-        if os.environ.get("SSL_COMPILE", "0") == "1":
+        if compile_model:
             model.compile()
         return model
 
@@ -169,6 +170,21 @@ def get_profile(name: str | None = None) -> Profile:
         return Profile("smoke", torch.device("cpu"), n_train=2000, n_test=1000, seed=seed)
     device = torch.device("cuda" if chosen == "gpu" else "cpu")
     return Profile(chosen, device, n_train=None, n_test=None, seed=seed)
+
+
+_TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    """An on/off environment switch (SSL_AMP, SSL_COMPILE): 1/0, true/false, on/off, yes/no in any
+    case; unset or empty gives `default`; anything else is refused, naming the variable."""
+    text = os.environ.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{name}={os.environ[name]!r} is not an on/off value; use {name}=1 or {name}=0 "
+                     f"(also true/false, on/off, yes/no), or unset it for the default ({int(default)})")
 
 
 def _seed_from_env() -> int:
