@@ -47,7 +47,11 @@ class DatasetNotFoundError(FileNotFoundError):
 def data_root() -> Path:
     """$SSL_DATA_DIR if set, else <repo>/data. Infrastructure."""
     env = os.environ.get("SSL_DATA_DIR")
-    return Path(env).expanduser() if env else _REPO_ROOT / "data"
+    root = Path(env).expanduser() if env else _REPO_ROOT / "data"
+    if env and root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"SSL_DATA_DIR={env} is a file, not a folder; point SSL_DATA_DIR at the data "
+                                 "folder (the one that holds cifar-10-batches-py/ or cifar10/train/...) or unset it")
+    return root
 
 
 def _show(path: Path) -> str:
@@ -121,17 +125,41 @@ def _resize(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _image_files(folder: Path) -> list[Path]:
+    """The image files of one class folder, sorted by name; hidden files (macOS ._x.png, .DS_Store) skipped."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+
+
+def _read_with_pil(file: Path) -> torch.Tensor:
+    """PIL's decoder -> (3, H, W) uint8; 16-bit images are scaled to 8 bits, animations give frame 0."""
+    import numpy as np
+    from PIL import Image
+    with Image.open(file) as pil:
+        pil.seek(0)
+        if pil.mode.startswith("I;16"):                                      # 16-bit grey: scale, not clip
+            grey = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 257.0).round().to(torch.uint8)
+            return grey.expand(3, *grey.shape).contiguous()
+        return torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)  # (H,W,3) -> (3,H,W)
+
+
 def _decode_file(file: Path, size: int | None) -> torch.Tensor:
-    """One image file -> (3, H, W) uint8 (or (3, size, size))."""
+    """One image file -> (3, H, W) uint8 (or (3, size, size)). 16-bit images are scaled to 8 bits,
+    an animated GIF gives its first frame; a file that cannot be read is named in the error."""
     try:
-        if decode_image is None:
-            raise RuntimeError("torchvision has no image decoder")
-        image = decode_image(read_file(str(file)), mode=ImageReadMode.RGB)
-    except RuntimeError:  # a format torchvision cannot decode (bmp, tiff ...), or no decoder: ask PIL
-        import numpy as np
-        from PIL import Image
-        with Image.open(file) as pil:
-            image = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)  # (H,W,3) -> (3,H,W)
+        try:
+            if decode_image is None:
+                raise RuntimeError("torchvision has no image decoder")
+            image = decode_image(read_file(str(file)), mode=ImageReadMode.RGB)
+        except RuntimeError:  # a format torchvision cannot decode (bmp, tiff ...), or no decoder: ask PIL
+            image = _read_with_pil(file)
+    except Exception as error:
+        raise ValueError(f"could not read the image {file} ({type(error).__name__}: {error}); delete or replace it "
+                         "(a half-copied file, or not an image)") from None
+    if image.dim() == 4:                                                     # (frames, 3, H, W): an animation
+        image = image[0]
+    if image.dtype == torch.uint16:                                          # a 16-bit PNG: 0..65535 -> 0..255
+        image = (image.float() / 257.0).round().to(torch.uint8)
     if size is not None and tuple(image.shape[1:]) != (size, size):
         image = _resize(image[None], size)[0]
     return image
@@ -141,7 +169,7 @@ def load_image_folder(path, size: int | None = None, classes=None) -> ImageDatas
     """Any class-folder tree <path>/<class>/<image files> -> ImageDataset. Infrastructure.
 
     classes: the class folders to read, in label order (default: all folders, sorted by name).
-    Files are read in sorted name order. All images must share one size unless `size` is given,
+    Files are read in sorted name order; hidden files (macOS ._x.png) are skipped. All images must share one size unless `size` is given,
     then each is resized (antialiased, aspect ratio not kept) to size x size.
     """
     path = Path(path).expanduser()
@@ -156,7 +184,7 @@ def load_image_folder(path, size: int | None = None, classes=None) -> ImageDatas
                          f"missing class folders {missing}, found {folders}")
     files, labels = [], []
     for label, name in enumerate(classes):
-        found = sorted(p for p in (path / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        found = _image_files(path / name)
         if not found:
             raise ValueError(f"class folder {path / name} has no image files ({', '.join(IMAGE_SUFFIXES)})")
         files += found
@@ -221,6 +249,16 @@ def _read_cache(path: Path, classes: tuple):
     return images, labels, origin
 
 
+def _stale(cached, tree: Path, classes: tuple) -> bool:
+    """A cache decoded from a class-folder tree is stale when the tree (still there) now holds a
+    different number of image files (images added or removed since)."""
+    _, labels, origin = cached
+    if not origin.startswith("class-folder tree") or not tree.is_dir():
+        return False
+    count = sum(len(_image_files(tree / c)) for c in classes if (tree / c).is_dir())
+    return count != len(labels)
+
+
 def _write_cache(path: Path, images, labels, classes, origin) -> None:
     blob = {"images": images, "labels": labels, "classes": list(classes), "source": origin}
     try:
@@ -278,8 +316,15 @@ def _load_official(spec: _Official, split: str, root, size: int | None) -> tuple
         raise ValueError(f"{spec.title} has no split {split!r}; valid splits: {', '.join(spec.splits)}")
     _check_size(size)
     root = Path(root).expanduser() if root is not None else data_root()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"the data root {root} is a file, not a folder; pass root= a folder (or unset it "
+                                 "to use SSL_DATA_DIR / <repo>/data)")
     cache = root / "cache" / (f"{spec.name}-{split}.pt" if size is None else f"{spec.name}-{split}-{size}.pt")
     cached = _read_cache(cache, spec.classes)
+    if cached is not None and _stale(cached, root / spec.name / split, spec.classes):
+        warnings.warn(f"the decoded cache {_show(cache)} holds {len(cached[1]):,} images but the class-folder tree "
+                      f"{_show(root / spec.name / split)} now has a different number; decoding it again")
+        cached = None
     if cached is not None:
         images, labels, origin = cached
         source = f"decoded cache {_show(cache)} (from {origin})"
