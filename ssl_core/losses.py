@@ -53,7 +53,7 @@ def check_finite(loss, step=None, hint: str | None = None, **terms) -> float:
     hint = hint or ("lower the learning rate (a diverging step), raise a temperature that is near 0, "
                     "or check the inputs for NaN (e.g. a zero vector normalised)")
     raise FloatingPointError(f"the loss is {value}{where}" + (f" ({parts})" if parts else "")
-                             + f"; training on would fill every weight with NaN. Fix: {hint}")
+                             + f"; stopped, since training on would only spread NaN through the weights. Fix: {hint}")
 
 
 def nonparametric_softmax_loss(v: Tensor, bank: Tensor, idx: Tensor, tau: float = 0.07) -> Tensor:
