@@ -414,3 +414,12 @@ def test_stale_temporary_files_are_removed_by_the_next_save(tmp_path):
     os.utime(other, (old, old))
     checkpoint.save_checkpoint(path, epoch=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".results.json.x.tmp", ".run.pt.def456.tmp", "run.pt"])
+
+
+def test_value_checks_run_once_on_a_gpu_and_every_call_on_the_cpu():
+    """MemoryBank/Queue read values back only where that costs no GPU sync per step."""
+    from types import SimpleNamespace
+    on = lambda kind: SimpleNamespace(device=torch.device(kind))  # noqa: E731 (a stand-in with a device)
+    gpu_queue, cpu_queue = memory.Queue(4, dim=2), memory.Queue(4, dim=2)
+    assert [memory._check_now(gpu_queue, on("cuda")) for _ in range(3)] == [True, False, False]
+    assert [memory._check_now(cpu_queue, on("cpu")) for _ in range(3)] == [True, True, True]
