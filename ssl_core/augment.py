@@ -45,7 +45,8 @@ def _coin(n: int, p: float, x: Tensor, generator) -> Tensor:
 def to_float(images: Tensor) -> Tensor:
     """uint8 (N, 3, H, W) in [0, 255] -> float32 in [0, 1]."""
     if images.dtype != torch.uint8:
-        raise TypeError(f"expected uint8 images, got {images.dtype}")
+        raise TypeError(f"expected uint8 images, got {images.dtype}: augmentations and preprocess take the dataset's "
+                        "uint8 images (dataset.images); float images in [0, 1] need only normalize(x)")
     return images.float().div_(255.0)
 
 

@@ -298,6 +298,7 @@ def sinkhorn(scores: Tensor, eps: float = 0.05, n_iters: int = 3) -> Tensor:
         raise ValueError(f"expected scores of shape (N, K), got {tuple(scores.shape)}")
     if not eps > 0 or n_iters < 1:
         raise ValueError(f"need eps > 0 and n_iters >= 1, got eps={eps}, n_iters={n_iters}")
+    checks.positive_int(n_iters, "sinkhorn: n_iters")
     n, k = scores.shape
     log_q = scores.float().T / eps                                           # (K, N)
     log_q = log_q - torch.logsumexp(log_q.flatten(), dim=0)                  # Q sums to 1
@@ -381,6 +382,7 @@ class DINOCenter(torch.nn.Module):
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        checks.positive_int(dim, "DINOCenter dim (the head's output size K)")
         self.momentum = momentum
         self.register_buffer("center", torch.zeros(1, dim))
 

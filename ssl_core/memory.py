@@ -55,6 +55,7 @@ class MemoryBank(nn.Module):
         The paper draws m noise rows per image; one draw per batch has the same expectation
         and turns an (N, m, D) gather into one (N, D) x (D, m) matrix product.
         """
+        checks.positive_int(m, "MemoryBank.sample: m (the number of noise rows)")
         idx = torch.randint(0, len(self), (m,), device=self.memory.device, generator=generator)
         return self.memory[idx]                                        # (m, D)
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssl_core import checks
+
 
 def check_images(x: torch.Tensor) -> None:
     """A backbone's input must be a float batch: uint8 images straight from the dataset would fail
@@ -75,6 +77,8 @@ class SmallCNN(nn.Module):
 
     def __init__(self, width: int = 64, in_channels: int = 3):
         super().__init__()
+        checks.positive_int(width, "SmallCNN width")
+        checks.positive_int(in_channels, "SmallCNN in_channels")
         self.feature_dim = 4 * width
         self.net = nn.Sequential(
             conv_bn_relu(in_channels, width, stride=2),      # (N, w, H/2, W/2)
@@ -95,6 +99,8 @@ class ResNet18(nn.Module):
 
     def __init__(self, width: int = 64, in_channels: int = 3):
         super().__init__()
+        checks.positive_int(width, "ResNet18 width")
+        checks.positive_int(in_channels, "ResNet18 in_channels")
         widths, layers, c_in = [width, 2 * width, 4 * width, 8 * width], [], width
         for i, c in enumerate(widths):
             layers += [BasicBlock(c_in, c, stride=1 if i == 0 else 2), BasicBlock(c, c)]
@@ -184,6 +190,7 @@ class SplitBatchNorm(nn.BatchNorm2d):
     def __init__(self, num_features: int, groups: int = 1, **kwargs):
         if groups < 1:
             raise ValueError(f"groups must be >= 1, got {groups}")
+        checks.positive_int(groups, "SplitBatchNorm groups")
         super().__init__(num_features, **kwargs)
         self.groups = groups
 
@@ -217,6 +224,7 @@ def split_batchnorm_(model: nn.Module, groups: int) -> nn.Module:
     """
     if groups < 1:
         raise ValueError(f"groups must be >= 1, got {groups}")
+    checks.positive_int(groups, "split_batchnorm_ groups")
     for name, child in model.named_children():
         if isinstance(child, SplitBatchNorm):
             child.groups = groups
@@ -298,6 +306,9 @@ class ViT(nn.Module):
     def __init__(self, image_size: int = 32, patch_size: int = 4, dim: int = 192, depth: int = 6,
                  heads: int = 3, mlp_ratio: float = 4.0, in_channels: int = 3):
         super().__init__()
+        for name, value in (("image_size", image_size), ("patch_size", patch_size), ("dim", dim), ("depth", depth),
+                            ("heads", heads), ("in_channels", in_channels)):
+            checks.positive_int(value, f"ViT {name}")
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
         self.patch_size, self.grid, self.feature_dim = patch_size, image_size // patch_size, dim
@@ -375,6 +386,9 @@ class DINOHead(nn.Module):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        for name, value in (("in_dim", in_dim), ("out_dim", out_dim), ("hidden", hidden), ("bottleneck", bottleneck),
+                            ("n_layers", n_layers)):
+            checks.positive_int(value, f"DINOHead {name}")
         dims = [in_dim] + [hidden] * (n_layers - 1) + [bottleneck]
         layers: list[nn.Module] = []
         for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
