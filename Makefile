@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup lab test unit notebooks gpu-dry results benchmark gpu-results clean
+.PHONY: setup lab test unit notebooks course student grade gpu-dry results benchmark gpu-results clean
 
 setup: $(STAMP)
 
@@ -19,14 +19,31 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
-test: unit notebooks gpu-dry
+test: unit notebooks course gpu-dry
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
 
-# Every notebook executed top to bottom under the small `smoke` budget.
+# Every notebook executed top to bottom under the small `smoke` budget; the same run writes the
+# exercise checks' report, and every exercise of the teacher notebooks must pass.
+REPORT := results/smoke/grade_report.jsonl
 notebooks: $(STAMP)
-	SSL_PROFILE=smoke $(BIN)/python -m pytest --nbval-lax notebooks/ -q -p no:cacheprovider
+	mkdir -p results/smoke && rm -f $(REPORT)
+	SSL_PROFILE=smoke SSL_GRADE_REPORT=$(CURDIR)/$(REPORT) $(BIN)/python -m pytest --nbval-lax notebooks/ -q -p no:cacheprovider
+	$(BIN)/python -m ssl_core.course grade --report $(REPORT) notebooks/[0-9][0-9]_*.ipynb
+
+# The course kit (COURSE.md). Student copies: every solution replaced by a NotImplementedError stub,
+# outputs cleared, written to student/ (git-ignored).
+student: $(STAMP)
+	$(BIN)/python -m ssl_core.course student --out student
+
+# Run a notebook under smoke in a subprocess and print a table per exercise:  make grade NB=student/06_simclr_v1.ipynb
+grade: $(STAMP)
+	$(BIN)/python -m ssl_core.course grade $(NB)
+
+# CI: the blank student copies must run to the end, every exercise "not done" (one run serves both).
+course: student
+	$(BIN)/python -m ssl_core.course grade --expect "not done" student/[0-9][0-9]_*.ipynb
 
 # Every notebook's gpu code path (ResNet-18, the papers' sizes and heads) for a couple of small
 # steps per training loop, on the CPU: a typo in a gpu-only branch fails here, not on a reader's GPU.
@@ -49,4 +66,4 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/data_load.py --fresh
 
 clean:
-	rm -rf checkpoints results/smoke results/gpu-dry .pytest_cache
+	rm -rf checkpoints results/smoke results/gpu-dry .pytest_cache student
