@@ -36,6 +36,7 @@ class Exercise:
     rtol: float = 1e-4
     atol: float = 1e-5
     seed: int = 0
+    forbid: tuple = ()       # ssl_core names the student may not call (default: the reference's own name)
 
 
 def exercise(**kw) -> Exercise:
@@ -67,7 +68,7 @@ def _two_views(g, with_tau=True):
 exercise(id="06.1", notebook="06_simclr_v1", name="similarity_logits", title="the similarity matrix",
          task="return the (2N, 2N) matrix of cosine similarities / tau of the stacked views [z1; z2], "
               "with the diagonal (a view against itself) set to -inf",
-         difficulty=1,
+         forbid=("_two_view_logits",), difficulty=1,
          reference=lambda z1, z2, tau: losses._two_view_logits(F.normalize(z1, dim=1), F.normalize(z2, dim=1), tau)[0],
          cases=_two_views,
          hints={"scale": "Cosine similarity divided by tau once: normalise the rows first.",
@@ -144,7 +145,7 @@ def _bank_cases(g):
 exercise(id="01.1", notebook="01_instdisc", name="bank_update_", title="the memory bank update",
          task="update the bank in place: rows idx <- normalize(m * bank[idx] + (1 - m) * v), "
               "without autograd history (the bank is not trained by backprop)",
-         difficulty=1, reference=_bank_update_reference, cases=_bank_cases,
+         forbid=("update_",), difficulty=1, reference=_bank_update_reference, cases=_bank_cases,
          hints={"state": "Mix m * old row + (1 - m) * new feature, re-normalise the row, touch only rows idx, "
                          "and do it under torch.no_grad().",
                 "value": "Return nothing: the bank changes in place."})
@@ -202,7 +203,7 @@ def _queue_cases(g):
 exercise(id="05.1", notebook="05_moco_v1", name="enqueue_", title="the queue update (ring buffer)",
          task="write the N keys k over the N oldest rows of queue.keys, starting at row queue.ptr and wrapping "
               "around the end, then advance queue.ptr by N (mod K); in place, without autograd history",
-         difficulty=2, reference=lambda queue, k: queue.enqueue_(k), cases=_queue_cases,
+         forbid=("enqueue_",), difficulty=2, reference=lambda queue, k: queue.enqueue_(k), cases=_queue_cases,
          hints={"state": "Rows (ptr + 0..N-1) mod K get the new keys (detached); then ptr <- (ptr + N) mod K "
                          "(queue.ptr.copy_(...), it is a buffer).",
                 "value": "Return nothing: the queue changes in place."})
@@ -247,7 +248,7 @@ def _shuffled_keys_reference(f_k, x, perm):
 exercise(id="05.3", notebook="05_moco_v1", name="shuffled_keys", title="Shuffle BN: shuffle and unshuffle",
          task="return the unit keys F.normalize(f_k(x[perm])) computed on the shuffled batch (no gradient), "
               "put back in the batch's original order (row i = image i's key)",
-         difficulty=2, reference=_shuffled_keys_reference, cases=_shuffle_cases,
+         forbid=("batch_unshuffle",), difficulty=2, reference=_shuffled_keys_reference, cases=_shuffle_cases,
          hints={"value": "Run f_k on x[perm], normalise, then index the rows with perm.argsort() (the inverse "
                          "permutation), not with perm.",
                 "order": "Undo the shuffle with the inverse permutation perm.argsort()."})
@@ -266,7 +267,7 @@ def _negative_mask_reference(n):
 exercise(id="03.1", notebook="03_invaspread", name="negative_mask", title="who is whose negative",
          task="return the (2N, 2N) boolean mask of negatives for the stacked views [z1; z2]: True except a view "
               "against itself and against its positive p(a) = a + N mod 2N",
-         difficulty=1, reference=_negative_mask_reference,
+         forbid=("_two_view_logits",), difficulty=1, reference=_negative_mask_reference,
          cases=lambda g: [dict(n=n) for n in (2, 3, 5, 8)],
          hints={"value": "Start from ~eye(2N), then set [a, (a + N) % 2N] to False: 2N - 2 negatives per row.",
                 "shape": "The mask is (2N, 2N): both views of all N images."})
@@ -285,7 +286,7 @@ def _unit_views(g):
 exercise(id="03.2", notebook="03_invaspread", name="invaspread", title="the InvaSpread loss, vectorised",
          task="return the authors' loss: with P(j | a) the softmax of z_a . z_j / tau over the 2N - 1 others, "
               "the mean over the 2N views of -log P(p(a) | a) - sum over the 2N - 2 negatives of log(1 - P(j | a))",
-         difficulty=3, reference=losses.invaspread_loss, cases=_unit_views,
+         forbid=("invaspread_loss",), difficulty=3, reference=losses.invaspread_loss, cases=_unit_views,
          hints={"value": "Both terms: -log P(positive | a) AND -sum over negatives j of log(1 - P(j | a)); "
                          "the softmax excludes a itself; divide by tau once.",
                 "scale": "Average over all 2N views, and divide by tau once.",
@@ -315,7 +316,7 @@ exercise(id="04.1", notebook="04_cmc", name="rgb_to_lab", title="sRGB to Lab, ba
 exercise(id="04.3", notebook="04_cmc", name="cross_view_loss", title="the cross-view loss, both directions",
          task="return L -> ab plus ab -> L from ONE (N, N) score matrix z_L z_ab^T / tau: a cross-entropy over "
               "its rows (target: the diagonal) plus one over its columns",
-         difficulty=2, reference=lambda z_L, z_ab, tau: (losses.info_nce(z_L, z_ab, temperature=tau)
+         forbid=("info_nce",), difficulty=2, reference=lambda z_L, z_ab, tau: (losses.info_nce(z_L, z_ab, temperature=tau)
                                                          + losses.info_nce(z_ab, z_L, temperature=tau)),
          cases=lambda g: [dict(z_L=unit(g, n, d, grad=True), z_ab=unit(g, n, d, grad=True), tau=t)
                           for n, d, t in [(2, 3, 0.5), (4, 8, 0.1), (8, 16, 0.07), (16, 4, 0.2)]],
@@ -344,7 +345,7 @@ exercise(id="02.1", notebook="02_cpc", name="patch_grid", title="the patch grid"
 exercise(id="02.2", notebook="02_cpc", name="info_nce_in_batch", title="InfoNCE with in-batch candidates",
          task="return -mean_n log softmax_j(q_n . k_j / temperature)[n]: every query against all N keys, "
               "its own key is the positive",
-         difficulty=1, reference=lambda queries, keys, temperature: losses.info_nce(queries, keys, temperature=temperature),
+         forbid=("info_nce",), difficulty=1, reference=lambda queries, keys, temperature: losses.info_nce(queries, keys, temperature=temperature),
          cases=lambda g: [dict(queries=randn(g, n, d, grad=True), keys=randn(g, n, d, grad=True), temperature=t)
                           for n, d, t in [(3, 2, 1.0), (8, 16, 1.0), (16, 8, 0.5), (5, 4, 0.1)]],
          hints={"value": "Scores (N, N) = queries @ keys.T / temperature; the target of row n is column n.",
@@ -520,7 +521,7 @@ def _center_cases(g):
 exercise(id="14.3", notebook="14_scaling_out", name="center_update", title="DINO's centre over processes",
          task="return the new centre (1, K): m * center + (1 - m) * (the mean of ALL rows of all parts: the sum "
               "over processes of the row sums, divided by the total number of rows)",
-         difficulty=1, reference=_center_reference, cases=_center_cases,
+         forbid=("update_",), difficulty=1, reference=_center_reference, cases=_center_cases,
          hints={"value": "All-reduce the sums AND the counts: the mean of the per-process means is wrong when "
                          "the processes hold different numbers of rows; the old centre has weight m.",
                 "shape": "The centre is (1, K)."})
@@ -531,7 +532,7 @@ exercise(id="14.3", notebook="14_scaling_out", name="center_update", title="DINO
 exercise(id="07.1", notebook="07_moco_v2", name="blur", title="the Gaussian blur of aug+",
          task="blur every channel of every image with the normalised k x k Gaussian of std sigma, reflect "
               "padding, output the same size (a depthwise convolution, or two 1-D ones: it is separable)",
-         difficulty=2,
+         forbid=("gaussian_blur",), difficulty=2,
          reference=lambda x, sigma, kernel_size: augment.gaussian_blur(x, sigma=(sigma, sigma), p=1.0,
                                                                        kernel_size=kernel_size),
          cases=lambda g: [dict(x=torch.rand(2, 3, 8, 8, generator=g), sigma=1.5, kernel_size=3),
@@ -556,7 +557,7 @@ exercise(id="07.2", notebook="07_moco_v2", name="cosine_schedule", title="the co
          task="return a (total_steps,) tensor: a linear warm-up from 0 to base over warmup_steps (the first step "
               "already above 0), then base -> final along half a cosine, final + (base - final)(1 + cos(pi t / T))/2, "
               "t = 0..T-1, T the steps after warm-up",
-         difficulty=2,
+         forbid=("cosine_schedule",), difficulty=2,
          reference=lambda base, final, total_steps, warmup_steps: schedules.cosine_schedule(base, final, total_steps,
                                                                                            warmup_steps),
          cases=_schedule_cases,
@@ -634,7 +635,7 @@ exercise(id="12.2", notebook="12_moco_v3", name="attention", title="multi-head s
          task="return (out, A): q, k, v from qkv(x) split into `heads` heads of d = dim / heads (q the first dim "
               "channels, then k, then v; head h owns channels h*d..h*d+d-1 of each), A = softmax(q k^T / sqrt(d)) "
               "(N, heads, T, T), out = proj(the heads' A v concatenated) (N, T, dim)",
-         difficulty=3, reference=_attention_reference, cases=_attention_cases,
+         forbid=("Attention",), difficulty=3, reference=_attention_reference, cases=_attention_cases,
          hints={"value": "Scale by 1/sqrt(d) with d the size of ONE head; softmax over the keys (last dim); split "
                          "qkv(x) as (N, T, 3, heads, d): q, k, v first, then heads.",
                 "shape": "A is (N, heads, T, T); out is (N, T, dim) after concatenating the heads and proj.",
@@ -648,7 +649,7 @@ def _ctr_reference(q, k, tau):
 exercise(id="12.3", notebook="12_moco_v3", name="ctr", title="ctr(q, k), MoCo v3's contrastive loss",
          task="return 2 tau times the in-batch InfoNCE of the L2-normalised q against the L2-normalised k "
               "(query i's positive is key i, the other N - 1 keys are its negatives)",
-         difficulty=1, reference=_ctr_reference,
+         forbid=("info_nce",), difficulty=1, reference=_ctr_reference,
          cases=lambda g: [dict(q=randn(g, n, d, grad=True, scale=3.0), k=randn(g, n, d), tau=t)
                           for n, d, t in [(4, 3, 0.2), (8, 16, 0.2), (16, 8, 1.0), (2, 4, 0.1)]],
          hints={"value": "Normalise q and k, logits q k^T / tau (N, N), cross-entropy with target i for row i, "
@@ -701,7 +702,7 @@ def _center_update_reference(center, teacher_out, m):
 exercise(id="13.2", notebook="13_dino", name="center_update_", title="the centre's moving average",
          task="in place, without autograd history: center <- m center + (1 - m) * the mean over the batch of the "
               "teacher outputs (M, K); center is (1, K)",
-         difficulty=1, reference=_center_update_reference,
+         forbid=("update_",), difficulty=1, reference=_center_update_reference,
          cases=lambda g: [dict(center=randn(g, 1, k), teacher_out=randn(g, b, k, grad=True, scale=2.0), m=m)
                           for k, b, m in [(6, 6, 0.9), (10, 16, 0.9), (3, 4, 0.5), (5, 2, 0.0)]],
          hints={"state": "The old centre has weight m, the batch mean (over dim 0, keepdim) 1 - m; change center in "
@@ -755,7 +756,7 @@ def _lab_views_reference(x):
 exercise(id="04.2", notebook="04_cmc", name="lab_views", title="the two views: L and ab",
          task="return (L (N, 1, H, W), ab (N, 2, H, W)) of an sRGB batch: its Lab channels, each mapped linearly "
               "from its range color.LAB_RANGE onto [-1, 1]",
-         difficulty=1, reference=_lab_views_reference, atol=1e-5,
+         forbid=("lab_split",), difficulty=1, reference=_lab_views_reference, atol=1e-5,
          cases=lambda g: [dict(x=torch.rand(n, 3, h, w, generator=g)) for n, h, w in [(2, 4, 4), (3, 5, 7), (1, 8, 8)]],
          hints={"value": "Per channel c with range (lo, hi): (lab_c - (lo + hi) / 2) / ((hi - lo) / 2); L is channel 0, "
                          "ab channels 1 and 2.",
@@ -770,7 +771,7 @@ def _patch_cases(g):
 exercise(id="12.1", notebook="12_moco_v3", name="patch_tokens", title="the patch projection as a matrix product",
          task="return the (N, T, dim) patch tokens: cut the images into non-overlapping p x p patches (row by row), "
               "flatten each as (3, p, p), multiply by weight (dim, 3, p, p) flattened, add bias",
-         difficulty=2,
+         forbid=("conv2d",), difficulty=2,
          reference=lambda img, weight, bias, p: F.conv2d(img, weight, bias, stride=p).flatten(2).transpose(1, 2),
          cases=_patch_cases,
          hints={"value": "img.unfold(2, p, p).unfold(3, p, p) -> (N, 3, R, S, p, p); permute to (N, R, S, 3, p, p) so "

@@ -17,8 +17,10 @@ Built in: the course kit (COURSE.md); every notebook 01-14 calls it.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -96,9 +98,29 @@ def run_check(exercise_id: str, student_fn: Callable) -> Result:
             hint = ex.hints.get(m.kind, "")
             return Result(ex.id, FAILED, f"{head} FAILED on {where}: {m.text}{' ' + hint if hint else ''} "
                                          f"({fallback}).")
+    called = _calls_reference(student_fn, ex)
+    if called:
+        return Result(ex.id, FAILED, f"{head} FAILED: your function calls ssl_core's own `{called}`; the exercise is "
+                                     f"to write it yourself (the check compares with it; {fallback}).")
     graded = any(g is not None for _, got, expected in calls for g in [*got.grads.values(), *expected.grads.values()])
     what = "values and gradients" if graded else "values"
     return Result(ex.id, PASSED, f"{head} passed ({what} match ssl_core on {len(cases)} random cases).")
+
+
+def _calls_reference(student_fn: Callable, ex: Exercise) -> str | None:
+    """The ssl_core name the student's source calls although the exercise is to write it (None if none,
+    or if the source cannot be read)."""
+    names = ex.forbid
+    if not names:
+        ref = ex.reference
+        public = getattr(ref, "__module__", "").startswith("ssl_core") and not ref.__name__.startswith(("_", "<"))
+        names = (ref.__name__,) if public else ()
+    try:
+        source = inspect.getsource(student_fn)
+    except (OSError, TypeError):
+        return None
+    source = "\n".join(line.split("#")[0] for line in source.splitlines())        # code, not comments
+    return next((name for name in names if re.search(rf"\.{re.escape(name)}\s*\(", source)), None)
 
 
 # ---------------------------------------------------------------- running one case

@@ -822,6 +822,18 @@ def test_not_done_falls_back_to_the_reference_and_is_reported(tmp_path, monkeypa
     assert "not done" in capsys.readouterr().out
 
 
+def test_calling_ssl_core_s_own_version_is_not_writing_it():
+    def nt_xent(z1, z2, tau):
+        return losses.nt_xent(z1, z2, tau)
+
+    def enqueue_(queue, k):
+        queue.enqueue_(k)
+
+    for ex_id, fn, name in [("06.2", nt_xent, "nt_xent"), ("05.1", enqueue_, "enqueue_")]:
+        result = exercises.run_check(ex_id, fn)
+        assert result.status == exercises.FAILED and f"calls ssl_core's own `{name}`" in result.message
+
+
 def test_an_error_in_the_student_function_is_a_failure_with_its_message():
     result = exercises.run_check("11.1", lambda p, z: p @ z)       # (N, D) @ (N, D): a shape error
     assert result.status == exercises.FAILED and "raised RuntimeError" in result.message
