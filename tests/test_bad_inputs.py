@@ -201,13 +201,19 @@ def test_a_field_changed_after_construction_is_checked_at_the_call():
 
 # ---- 5. environment switches
 
+def gpu_dry() -> profiles.Profile:
+    """The gpu recipe on the CPU, built directly: get_profile("gpu-dry") would switch on the
+    loader's dry-run caps for every later test."""
+    return profiles.Profile("gpu-dry", torch.device("cpu"), n_train=200, n_test=100, recipe="gpu")
+
+
 ENV_CASES = [("SSL_AMP", "maybe"), ("SSL_AMP", "2"), ("SSL_COMPILE", "yes please"), ("SSL_COMPILE", "-1")]
 
 
 @pytest.mark.parametrize("name, value", ENV_CASES)
 def test_env_flags_reject_other_values(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
-    profile = profiles.get_profile("gpu-dry")
+    profile = gpu_dry()
     with pytest.raises(ValueError, match=rf"{name}='{value}' is not an on/off value; use {name}=1 or {name}=0"):
         profile.autocast() if name == "SSL_AMP" else profile.prepare(nn.Linear(2, 2))
 
@@ -216,12 +222,12 @@ def test_env_flags_reject_other_values(monkeypatch, name, value):
                                        ("1", True), ("true", True), ("On", True), ("YES", True), ("", True)])
 def test_ssl_amp_accepts_the_usual_spellings(monkeypatch, value, on):
     monkeypatch.setenv("SSL_AMP", value)            # SSL_AMP=false used to leave bf16 on
-    assert profiles.get_profile("gpu-dry").mixed_precision is on
+    assert gpu_dry().mixed_precision is on
 
 
 def test_ssl_compile_off_spellings_do_not_compile(monkeypatch):
     monkeypatch.setenv("SSL_COMPILE", "false")
-    model = profiles.get_profile("gpu-dry").prepare(nn.Linear(2, 2))
+    model = gpu_dry().prepare(nn.Linear(2, 2))
     assert type(model.forward).__name__ == "method"  # not wrapped by torch.compile
 
 
