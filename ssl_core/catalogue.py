@@ -127,10 +127,18 @@ exercise(id="11.2", notebook="11_simsiam", name="symmetric_stopgrad_loss", title
 
 # ---------------------------------------------------------------- 01 InstDisc
 
+class _Rows:
+    """What MemoryBank.update_ reads, around a given (M, D) tensor (no new bank per call)."""
+
+    def __init__(self, rows, momentum):
+        self.memory, self.momentum = rows, momentum
+
+    def __len__(self):
+        return self.memory.shape[0]
+
+
 def _bank_update_reference(bank, idx, v, m):
-    mb = memory.MemoryBank(len(bank), bank.shape[1], momentum=m)
-    mb.memory = bank                                   # update this tensor in place
-    mb.update_(idx, v)
+    memory.MemoryBank.update_(_Rows(bank, m), idx, v)              # updates `bank` in place
 
 
 def _bank_cases(g):
