@@ -57,7 +57,7 @@ def normalize(x: Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Tensor:
     std = torch.as_tensor(std, device=x.device, dtype=x.dtype).flatten()
     if c is None or len(mean) != c or len(std) != c:
         raise ValueError(f"normalize: x of shape {tuple(x.shape)} needs one mean and one std per channel, got "
-                         f"{len(mean)} and {len(std)}; for {c}-channel images pass mean=, std= with {c} values each")
+                         f"{len(mean)} and {len(std)}; for {c}-channel images pass {c} means and {c} stds")
     return (x - mean.view(1, c, 1, 1)) / std.view(1, c, 1, 1)
 
 

@@ -74,6 +74,6 @@ def interval(pair, name: str, low: float = 0.0, high: float = math.inf, low_open
     above = a > low if low_open else a >= low
     if not (above and a <= b <= high):
         first = "<" if low_open else "<="
-        raise ValueError(f"{name} must be (low, high) with {low:g} {first} low <= high <= {high:g}, "
-                         f"got ({a:g}, {b:g})")
+        top = f" <= {high:g}" if math.isfinite(high) else ""
+        raise ValueError(f"{name} must be (low, high) with {low:g} {first} low <= high{top}, got ({a:g}, {b:g})")
     return (a, b)
