@@ -18,7 +18,10 @@ Built in: the course kit (COURSE.md), make student / make grade.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import linecache
+import math
 import os
 import re
 import signal
@@ -28,8 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from ssl_core.catalogue import EXERCISES
-from ssl_core.exercises import NOT_DONE, PASSED, REPORT_ENV
+from ssl_core.exercises import FAILED, NOT_DONE, PASSED, REPORT_ENV, Result, run_check
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK_CALL = re.compile(r"""exercises\.check\(\s*["'](\d\d\.\d+)["']""")
@@ -124,13 +129,72 @@ def execute(path: Path, timeout: float, profile: str = "smoke") -> tuple[dict[st
 
 
 def _last_error(stderr: str) -> str:
-    errors = [line.strip() for line in stderr.splitlines() if re.match(r"^\s*\w*(Error|Exception|Interrupt)\b", line)]
+    errors = [line.strip() for line in stderr.splitlines() if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", line)]
     return f"the notebook stopped with {errors[-1][:300]}" if errors else "the notebook stopped: " + stderr.strip()[-300:]
 
 
+# ---------------------------------------------------------------- checking the exercise cells alone
+
+CELL_MODULES = ("augment", "color", "distributed", "evaluate", "losses", "memory", "models", "momentum", "schedules")
+
+
+def check_cells(path: Path) -> list[Result]:
+    """Check a notebook's exercise cells without running the notebook: each `# Exercise NN.k:` cell is
+    executed, in order, in one namespace holding torch, F, nn, math and the ssl_core modules; its
+    function is checked; one that does not pass is replaced by the reference for the cells after it
+    (as the notebook's check cell does). Nothing the notebook prints or reports is trusted."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    ns = {"torch": torch, "F": torch.nn.functional, "nn": torch.nn, "math": math,
+          **{m: importlib.import_module(f"ssl_core.{m}") for m in CELL_MODULES}}
+    results = []
+    for cell in nb["cells"]:
+        src = _source(cell)
+        header = HEADER.match(src) if cell["cell_type"] == "code" else None
+        if not header or header.group(1) not in EXERCISES:
+            continue
+        ex = EXERCISES[header.group(1)]
+        name = f"<{Path(path).name}: exercise {ex.id}>"
+        linecache.cache[name] = (len(src), None, src.splitlines(True), name)     # inspect.getsource reads it
+        try:
+            exec(compile(src, name, "exec"), ns)
+            result = run_check(ex.id, ns[ex.name])
+        except Exception as error:                      # the cell itself fails (a syntax error, a missing name)
+            result = Result(ex.id, FAILED, f"Exercise {ex.id} ({ex.title}): FAILED: the exercise cell raised "
+                                           f"{type(error).__name__}: {error}")
+        if result.status != PASSED:
+            ns[ex.name] = ex.reference
+        results.append(result)
+    return results
+
+
+def execute_cells(path: Path, timeout: float) -> tuple[dict[str, dict], str | None, float]:
+    """check_cells in a subprocess with a time limit (it runs the student's code)."""
+    t0 = time.perf_counter()
+    code = ("import json, sys; from ssl_core.course import check_cells\n"
+            "for r in check_cells(sys.argv[1]): print(json.dumps(r.__dict__), flush=True)")
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                              timeout=timeout, cwd=ROOT)
+        stopped = None if proc.returncode == 0 else _last_error(proc.stderr)
+        out = proc.stdout
+    except subprocess.TimeoutExpired as error:
+        stopped = f"the exercise cells did not finish within the time limit of {timeout:.0f} s"
+        out = error.stdout.decode() if isinstance(error.stdout, bytes) else (error.stdout or "")
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            rows[row["id"]] = row
+    return rows, stopped, time.perf_counter() - t0
+
+
 def grade_rows(path: Path, rows: dict[str, dict], stopped: str | None) -> list[tuple[str, str, str]]:
+    try:
+        ids = expected_ids(path)
+    except (OSError, ValueError, KeyError) as error:          # not a notebook (a broken or missing file)
+        return [(Path(path).name, "failed", f"cannot read the notebook: {error}")]
     table = []
-    for ex_id in expected_ids(path):
+    for ex_id in ids:
         if ex_id in rows:
             table.append((ex_id, rows[ex_id]["status"], rows[ex_id]["message"]))
         else:
@@ -190,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--expect", default=PASSED, choices=[PASSED, NOT_DONE],
                    help="the status every exercise must have for exit status 0")
     g.add_argument("--report", type=Path, help="read this report instead of executing the notebooks")
+    g.add_argument("--cells", action="store_true",
+                   help="check only the exercise cells, in a fresh process (seconds per notebook; the notebook "
+                        "is not run, so nothing it prints or reports is trusted)")
     lst = sub.add_parser("list", help="print the table of exercises (or write it into COURSE.md)")
     lst.add_argument("--update", type=Path, help="a Markdown file with the exercises:start/end marker lines")
     args = parser.parse_args(argv)
@@ -205,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.notebooks:
         if args.report:
             rows, stopped, seconds = read_report(args.report), "no line in the report", 0.0
+        elif not Path(path).is_file():
+            rows, stopped, seconds = {}, "no such notebook", 0.0
+        elif args.cells:
+            rows, stopped, seconds = execute_cells(path, args.timeout)
+            print(f"{path}: exercise cells checked in {seconds:.0f} s" + (f"; {stopped}" if stopped else ""), flush=True)
         else:
             rows, stopped, seconds = execute(path, args.timeout, args.profile)
             print(f"{path}: {seconds:.0f} s" + (f"; {stopped}" if stopped else ""), flush=True)

@@ -774,10 +774,13 @@ IDS = sorted(catalogue.EXERCISES, key=lambda i: tuple(map(int, i.split("."))))
 WRONG_CASES = [pytest.param(ex_id, k, id=f"{ex_id}-wrong{k + 1}") for ex_id in IDS for k in range(len(WRONG.get(ex_id, [])))]
 
 
-@pytest.mark.parametrize("ex_id", IDS)
-def test_the_notebook_solution_passes(ex_id):
-    result = exercises.run_check(ex_id, solution(ex_id))
-    assert result.status == exercises.PASSED, result.message
+@pytest.mark.parametrize("path", course.teacher_notebooks(), ids=lambda p: p.stem)
+def test_the_notebook_solutions_pass_and_the_blank_copies_are_not_done(path, tmp_path):
+    results = course.check_cells(path)                       # each solution cell, as the grader's --cells mode
+    assert [r.id for r in results] == course.expected_ids(path)
+    assert all(r.status == exercises.PASSED for r in results), [r.message for r in results]
+    [blank] = course.write_student_copies([path], tmp_path)
+    assert all(r.status == exercises.NOT_DONE for r in course.check_cells(blank))
 
 
 @pytest.mark.parametrize("ex_id, k", WRONG_CASES)
