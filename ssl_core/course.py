@@ -129,7 +129,8 @@ def execute(path: Path, timeout: float, profile: str = "smoke") -> tuple[dict[st
 
 
 def _last_error(stderr: str) -> str:
-    errors = [line.strip() for line in stderr.splitlines() if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", line)]
+    errors = [line.strip() for line in stderr.splitlines()                  # the cell's own error, not nbclient's
+              if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", line) and "CellExecutionError" not in line]
     return f"the notebook stopped with {errors[-1][:300]}" if errors else "the notebook stopped: " + stderr.strip()[-300:]
 
 
