@@ -285,9 +285,11 @@ def sinkhorn(scores: Tensor, eps: float = 0.05, n_iters: int = 3) -> Tensor:
 
     found by `n_iters` rounds of Sinkhorn-Knopp (alternately rescale rows, then columns), then
     scaled by N so that each sample's code is a distribution over the K prototypes. Computed in
-    log space: exp(score / eps) with eps = 0.05 overflows float32 for scores above ~4.4 (the
-    authors' code subtracts the max first instead; the result is the same). No gradient: the
-    codes are targets.
+    log space: exp(score / eps) with eps = 0.05 overflows float32 for scores above ~4.4. The
+    authors' code (facebookresearch/swav, `distributed_sinkhorn`) exponentiates directly, safe for
+    cosine scores (at most 1 / eps = 20 in the exponent); only its versions of Oct 2020 - Apr 2021
+    could subtract the max first (`--improve_numerical_stability`, off by default). No gradient:
+    the codes are targets.
 
     scores (N, K) = z_n . c_k, features against prototypes. Returns codes (N, K): rows sum to 1
     exactly; columns sum to about N/K (exactly in the limit of many iterations).

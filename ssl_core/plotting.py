@@ -1,4 +1,5 @@
-"""The pictures every notebook shows: augmented views, loss/kNN curves, t-SNE, nearest neighbours.
+"""The pictures every notebook shows: augmented views, loss/kNN curves, t-SNE, nearest neighbours,
+the images a unit (a prototype) scores highest.
 
 Every function returns a matplotlib Figure and never calls ``plt.show()``. The figure is created
 with pyplot (so Jupyter's inline display is set up) and then released from pyplot with
@@ -309,6 +310,58 @@ def show_neighbours(query_images: Tensor, query_labels: Tensor, gallery_images: 
     axes[0, 0].set_title("query", fontsize=9)
     for j in range(k):
         axes[0, 1 + j].set_title(f"{j + 1}", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def show_top_images(images: Tensor, scores: Tensor, units: Sequence[int], k: int = 8,
+                    labels: Tensor | None = None, classes: Sequence[str] | None = None,
+                    unit_name: str = "prototype", title: str | None = None,
+                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> Figure:
+    """What a unit responds to: one row per unit u in ``units`` (e.g. a SwAV prototype), its ``k``
+    images of highest ``scores[:, u]``, best first, each with its score below (and its class
+    name, when ``labels`` and ``classes`` are given). The row is labelled ``"{unit_name} u"``.
+
+    Shapes: images (N,3,H,W) uint8 (or float in [0,1] / normalised with ``mean``/``std``),
+    scores (N,U) (e.g. z C^T, test images against the K prototypes), labels (N,) int.
+    Pass 1 to 16 units.
+
+    Built in: notebooks/10_swav.ipynb (the test images each prototype scores highest)
+    """
+    if not isinstance(scores, Tensor) or scores.ndim != 2:
+        raise ValueError(f"scores must be a tensor (N,U), one column per unit, got shape "
+                         f"{tuple(getattr(scores, 'shape', ()))}.")
+    n, n_units = scores.shape
+    if len(images) != n or (labels is not None and len(labels) != n):
+        raise ValueError(f"images, scores{' and labels' if labels is not None else ''} must have one row per "
+                         f"image, got {len(images)}, {n}{f', {len(labels)}' if labels is not None else ''}.")
+    units = [int(u) for u in units]
+    if not 1 <= len(units) <= 16:
+        raise ValueError(f"pass between 1 and 16 units (e.g. the 6 busiest prototypes), got {len(units)}.")
+    if any(not 0 <= u < n_units for u in units):
+        raise ValueError(f"units must index the {n_units} columns of scores, got {units}.")
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and the number of images ({n}), got {k}.")
+    if labels is not None and classes is None:
+        raise ValueError("labels were given without classes: pass classes= (the class names) too.")
+
+    top_scores, top_idx = scores.detach().float()[:, units].topk(k, dim=0)  # (k,R), (k,R)
+    top_scores, top_idx = top_scores.T.cpu(), top_idx.T.cpu()  # (R,k), (R,k)
+    shown = to_display(images[top_idx.flatten().to(images.device)], mean, std)  # (R*k,H,W,3)
+    cell = min(1.1, MAX_WIDTH_INCHES / k)
+    fig, axes = _new_figure(cell * k, (cell + 0.3) * len(units) + 0.4, rows=len(units), cols=k)
+    for row, unit in enumerate(units):
+        for j in range(k):
+            ax = axes[row, j]
+            ax.imshow(shown[row * k + j], interpolation="nearest")
+            _frame_only(ax, "black", 0.5)
+            text = f"{top_scores[row, j].item():.2f}"
+            if labels is not None:
+                text = f"{classes[int(labels[top_idx[row, j]])]}\n{text}"
+            ax.set_xlabel(text, fontsize=7)
+        axes[row, 0].set_ylabel(f"{unit_name} {unit}", fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402  (a dependency of scik
 
 from ssl_core.plotting import (MAX_WIDTH_INCHES, OTHER_CLASS_COLOUR, SAME_CLASS_COLOUR,  # noqa: E402
                                plot_curves, plot_history, plot_tsne, show_augmentations,
-                               show_neighbours, to_display)
+                               show_neighbours, show_top_images, to_display)
 
 CLASSES = ["plane", "car", "bird"]
 
@@ -218,3 +218,39 @@ def test_show_neighbours_clear_errors():
         show_neighbours(images[:2], labels[:2], images, labels, features[:2, :3], features, CLASSES, k=3)
     with pytest.raises(ValueError, match="same length"):
         show_neighbours(images[:2], labels[:1], images, labels, features[:2], features, CLASSES, k=3)
+
+
+# --- top images per unit (prototype) ------------------------------------------------------------
+
+def test_show_top_images_rows_match_brute_force_ranking():
+    g = torch.Generator().manual_seed(4)
+    images, scores = random_images(20, seed=5), torch.randn(20, 7, generator=g)
+    labels, units, k = torch.randint(0, 3, (20,), generator=g), [5, 0, 3], 4
+    fig = show_top_images(images, scores, units, k=k, labels=labels, classes=CLASSES)
+    assert len(fig.axes) == len(units) * k and image_count(fig) == len(units) * k
+    for row, unit in enumerate(units):
+        best = sorted(range(20), key=lambda i: -float(scores[i, unit]))[:k]  # brute-force ranking
+        axes = fig.axes[row * k:(row + 1) * k]
+        assert axes[0].get_ylabel() == f"prototype {unit}"
+        for ax, i in zip(axes, best):
+            np.testing.assert_allclose(ax.images[0].get_array(), to_display(images[i])[0])
+            assert ax.get_xlabel() == f"{CLASSES[int(labels[i])]}\n{float(scores[i, unit]):.2f}"
+    assert_sensible_figure(fig)
+    no_labels = show_top_images(images, scores, [1], k=2, unit_name="unit")
+    assert no_labels.axes[0].get_ylabel() == "unit 1" and "\n" not in no_labels.axes[0].get_xlabel()
+
+
+def test_show_top_images_clear_errors():
+    images, scores = random_images(6), torch.randn(6, 3)
+    with pytest.raises(ValueError, match="one column per unit"):
+        show_top_images(images, scores[:, 0], [0])
+    with pytest.raises(ValueError, match="one row per image"):
+        show_top_images(images[:4], scores, [0])
+    with pytest.raises(ValueError, match="index the 3 columns"):
+        show_top_images(images, scores, [3])
+    with pytest.raises(ValueError, match="between 1 and 16 units"):
+        show_top_images(images, scores, [])
+    with pytest.raises(ValueError, match="between 1 and the number of images"):
+        show_top_images(images, scores, [0], k=7)
+    with pytest.raises(ValueError, match="pass classes="):
+        show_top_images(images, scores, [0], k=2, labels=torch.zeros(6, dtype=torch.long))
