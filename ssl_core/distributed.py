@@ -7,6 +7,8 @@ are the real thing, for a script launched with `torchrun --nproc_per_node=G scri
     device = distributed.setup()                  # reads torchrun's env; gloo on CPU, nccl on CUDA
     z_all = distributed.gather_with_grad(z)       # SimCLR: negatives from every process, with gradient
     k_all = distributed.concat_all_gather(k)      # MoCo: every process's keys for the queue
+    loss = distributed.moco_v3_loss(q1, k2, tau) + distributed.moco_v3_loss(q2, k1, tau)  # MoCo v3
+    model = distributed.sync_batchnorm(model)     # MoCo v3 / DINO / SimCLR: BN over the global batch (CUDA)
     x, idx_unshuffle = distributed.batch_shuffle(x)       # MoCo v1's Shuffle BN
     k = distributed.batch_unshuffle(key_encoder(x), idx_unshuffle)
     codes = distributed.sinkhorn(scores)          # SwAV: equipartition over the global batch
@@ -27,6 +29,8 @@ import os
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 
 Tensor = torch.Tensor
 
@@ -135,6 +139,58 @@ def gather_with_grad(x: Tensor) -> Tensor:
     that loss on the global batch. Every process must pass the same shape. A single process: x.
     """
     return _GatherWithGrad.apply(x) if is_distributed() else x
+
+
+# ---------------------------------------------------------------- MoCo v3's loss, global BN
+
+def moco_v3_loss(q: Tensor, k: Tensor, tau: float = 0.2) -> Tensor:
+    """MoCo v3's contrastive loss ctr(q, k) on many processes (Chen, Xie, He 2021, Algorithm 1;
+    the authors' `contrastive_loss` in moco-v3's `moco/builder.py`): this process's N queries
+    against the keys of EVERY process, the positive of my query i being key N*rank + i.
+
+        ctr(q, k) = 2 tau * mean_i -log exp(q_i . k_{N r + i} / tau) / sum_j exp(q_i . k_j / tau)
+
+    q (N, D) queries (with gradient), k (N, D) this process's keys from the momentum encoder; both
+    are L2-normalised here; the W*N keys are gathered by `concat_all_gather` (no gradient: keys
+    are targets). Each process's loss is the mean over its own N queries, so DDP's average of the
+    W gradients is the gradient of ctr on the global batch: no gradient has to cross processes,
+    and no all-reduce in backward is needed (compare `gather_with_grad`). Symmetrised as in the
+    paper: moco_v3_loss(q1, k2) + moco_v3_loss(q2, k1). A single process: 2 tau * info_nce(q, k)
+    on its batch, notebook 12's ctr. tau: 0.2 for ViT, 1.0 for ResNet-50 (the authors' default).
+
+    Built in: notebooks/14_scaling_out.ipynb
+    """
+    if q.dim() != 2 or q.shape != k.shape:
+        raise ValueError(f"expected queries and keys of the same shape (N, D), got {tuple(q.shape)} and {tuple(k.shape)}")
+    q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)                       # (N, D) unit rows
+    k_all = concat_all_gather(k)                                              # (W*N, D), no gradient
+    logits = q @ k_all.T / tau                                                # (N, W*N)
+    labels = torch.arange(len(q), device=q.device) + len(q) * rank()          # (N,): my keys' rows
+    return 2 * tau * F.cross_entropy(logits, labels)
+
+
+def sync_batchnorm(model: nn.Module) -> nn.Module:
+    """BatchNorm over the GLOBAL batch: every BatchNorm of `model` becomes an `nn.SyncBatchNorm`
+    (PyTorch's `convert_sync_batchnorm`, weights and running statistics kept), which all-reduces
+    the batch mean and variance in the forward pass. MoCo v3 converts the whole model, heads
+    included (the authors' main_moco.py, "apply SyncBN"); DINO converts student and teacher when
+    they hold any BN (a ResNet backbone, or heads with use_bn_in_head; main_dino.py); SimCLR's
+    "global BN" (Sec. 2.2) is the same thing on TPUs.
+
+    A single process (no group, or a world of one): `model` itself, unchanged: its BN already sees
+    the whole batch. PyTorch's SyncBatchNorm trains on GPUs only ("expected input tensor to be on
+    GPU", torch 2.14): on CPU processes (the gloo backend) this raises instead of failing at the
+    first training step. Convert before wrapping in DistributedDataParallel.
+
+    Built in: notebooks/14_scaling_out.ipynb
+    """
+    if not is_distributed():
+        return model
+    if dist.get_backend() == "gloo":
+        raise RuntimeError("sync_batchnorm: nn.SyncBatchNorm trains on GPUs only (the nccl backend), and this "
+                           "process group runs gloo (CPU processes). On CPUs leave BatchNorm per process (drop "
+                           "--sync-bn / the sync_batchnorm call); for the global BN, run one process per GPU.")
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 # ---------------------------------------------------------------- Shuffle BN (MoCo v1)

@@ -1,5 +1,6 @@
 """ssl_core.distributed: on 2 real gloo processes (CPU), every helper equals the single-process
-computation on the concatenated global batch; in one process every helper is a no-op; and a
+computation on the concatenated global batch (SimCLR's gathered negatives in the global-loss and
+the per-rank-anchor form, where a "slice x world size" backward is caught; MoCo v3's loss); in one process every helper is a no-op; and a
 2-process training run killed mid-way resumes from rank 0's atomic checkpoint."""
 import contextlib
 import copy
@@ -16,6 +17,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from torch import nn
 
 from ssl_core import checkpoint, distributed, losses, models
@@ -55,6 +57,136 @@ def check_gather_with_grad(rank, world):
     # without the all-reduce in backward (a plain all_gather) the gradient would be wrong:
     assert not torch.allclose(torch.autograd.grad(losses.nt_xent(z1, z2, 0.5), z1, retain_graph=True)[0],
                               torch.zeros_like(z1))
+
+
+def nt_xent_of_anchors(z1, z2, temperature, anchors):
+    """NT-Xent of the anchors `anchors` (rows of [z1; z2], (2N, D)) against all 2N views, written
+    out: the mean over those anchors of -log softmax at the other view of the same image."""
+    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)              # (2N, D)
+    n = len(z1)
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))              # (2N, 2N), no self-pair
+    positive = torch.arange(2 * n).roll(n)                                       # a + N mod 2N
+    return torch.nn.functional.cross_entropy(logits[anchors], positive[anchors])
+
+
+class _SliceTimesWorld(torch.autograd.Function):
+    """The common mistake: all_gather forward, backward = my slice of MY gradient x world size
+    (no all-reduce). Right only when every process computes the same global loss."""
+
+    @staticmethod
+    def forward(ctx, x):
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.chunk(dist.get_world_size())[dist.get_rank()] * dist.get_world_size()
+
+
+def simclr_grads(rank, world, gather, per_rank):
+    """DDP-averaged parameter gradients of NT-Xent on gathered views, and the single-process ones.
+    per_rank=False: every process computes the loss of the global batch; True: of its own anchors
+    (SimCLR's objective.py), so the loss of the global batch is the mean over processes."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).double()
+    reference = copy.deepcopy(net)
+    ddp = nn.parallel.DistributedDataParallel(net)
+    n = 5
+    x1, x2 = global_batch(11, n * world, 8), global_batch(12, n * world, 8)     # (W*N, 8) each
+    z1, z2 = ddp(torch.cat([x1.chunk(world)[rank], x2.chunk(world)[rank]])).chunk(2)   # (N, 4) each
+    g1, g2 = gather(z1), gather(z2)                                              # (W*N, 4) each
+    mine = torch.arange(rank * n, (rank + 1) * n)
+    anchors = torch.cat([mine, mine + n * world]) if per_rank else torch.arange(2 * n * world)
+    loss = nt_xent_of_anchors(g1, g2, 0.5, anchors)
+    loss.backward()                                                              # DDP averages
+    loss_ref = losses.nt_xent(reference(x1), reference(x2), 0.5)
+    loss_ref.backward()
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)                                                   # mean over processes
+    torch.testing.assert_close(mean_loss / world, loss_ref.detach(), **TOL)
+    torch.testing.assert_close(nt_xent_of_anchors(reference(x1), reference(x2), 0.5, torch.arange(2 * n * world)),
+                               loss_ref, **TOL)                                  # the written-out loss is nt_xent
+    return [p.grad for p in net.parameters()], [p.grad for p in reference.parameters()]
+
+
+def max_rel(grads, grads_ref):
+    return max(((g - r).abs().max() / r.abs().max()).item() for g, r in zip(grads, grads_ref))
+
+
+def check_gather_with_grad_per_rank(rank, world):
+    """Each process computes the loss of its OWN anchors against the gathered views: with
+    gather_with_grad the applied gradient is the single-process one; a "local slice x world size"
+    backward is right only in the global-loss form and fails here (the test tells them apart)."""
+    torch.testing.assert_close(*simclr_grads(rank, world, distributed.gather_with_grad, per_rank=True), **TOL)
+    torch.testing.assert_close(*simclr_grads(rank, world, _SliceTimesWorld.apply, per_rank=False), **TOL)
+    wrong = max_rel(*simclr_grads(rank, world, _SliceTimesWorld.apply, per_rank=True))
+    assert wrong > 0.05, f"a slice x world size backward should miss the other processes' terms, off by {wrong:.1e}"
+
+
+def check_moco_v3_loss(rank, world):
+    """MoCo v3: local queries against concat_all_gather keys, labels offset by rank; the mean of
+    the processes' losses and the DDP-averaged gradient == 2 tau info_nce on the global batch."""
+    torch.manual_seed(0)
+    f_q = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)).double()   # query encoder (+ predictor)
+    f_k = copy.deepcopy(f_q).requires_grad_(False)                               # momentum encoder: keys only
+    reference = copy.deepcopy(f_q)
+    ddp = nn.parallel.DistributedDataParallel(f_q)
+    x1, x2 = global_batch(13, 6 * world, 8), global_batch(14, 6 * world, 8)     # (W*N, 8) each
+    mine1, mine2 = x1.chunk(world)[rank], x2.chunk(world)[rank]                  # (N, 8) each
+    q1, q2 = ddp(torch.cat([mine1, mine2])).chunk(2)                             # (N, 4) each
+    loss = distributed.moco_v3_loss(q1, f_k(mine2), 0.2) + distributed.moco_v3_loss(q2, f_k(mine1), 0.2)
+    loss.backward()                                                              # DDP averages
+
+    def ctr(q, k):                                                               # notebook 12: 2 tau info_nce
+        return 0.4 * losses.info_nce(F.normalize(q, dim=1), F.normalize(k, dim=1), temperature=0.2)
+
+    loss_ref = ctr(reference(x1), f_k(x2)) + ctr(reference(x2), f_k(x1))
+    loss_ref.backward()
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)
+    torch.testing.assert_close(mean_loss / world, loss_ref.detach(), **TOL)
+    for p, p_ref in zip(f_q.parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, **TOL)
+    # without the rank offset every query but rank 0's would take another process's key as its positive
+    no_offset = F.cross_entropy(F.normalize(q1, dim=1) @ distributed.concat_all_gather(F.normalize(f_k(mine2), dim=1)).T
+                                / 0.2, torch.arange(len(q1))) * 0.4
+    with_offset = distributed.moco_v3_loss(q1, f_k(mine2), 0.2)                  # (a collective: every rank)
+    assert rank == 0 or not torch.allclose(no_offset, with_offset)
+
+
+def check_sync_batchnorm(rank, world):
+    """Global BN: on CPU processes (gloo) sync_batchnorm refuses with a message naming the fix;
+    on nccl (simulated here by the backend's name: no GPU in CI) it converts every BN of
+    MoCo v3's and DINO's heads, weights and statistics kept. What SyncBatchNorm all-reduces, the
+    mean and the variance of the global batch, is checked with global_mean."""
+    heads = [models.mlp(16, 32, 8, last_bn=True), models.DINOHead(16, 10, hidden=32, bottleneck=8, use_bn=True)]
+    for head in heads:
+        try:
+            distributed.sync_batchnorm(head)
+            raise AssertionError("sync_batchnorm should refuse the gloo backend")
+        except RuntimeError as error:
+            assert "gloo" in str(error) and "GPU" in str(error)
+    original = dist.get_backend
+    dist.get_backend = lambda *a, **k: "nccl"
+    try:
+        for head in heads:
+            n_bn = sum(isinstance(m, nn.BatchNorm1d) for m in head.modules())
+            converted = distributed.sync_batchnorm(copy.deepcopy(head))
+            assert n_bn >= 1 and sum(isinstance(m, nn.SyncBatchNorm) for m in converted.modules()) == n_bn
+            assert not any(type(m) is nn.BatchNorm1d for m in converted.modules())
+            x = global_batch(15, 4, 16, dtype=torch.float32)
+            torch.testing.assert_close(converted.eval()(x), head.eval()(x))    # eval: the running statistics
+    finally:
+        dist.get_backend = original
+    x = global_batch(16, 6 * world, 5)                                           # (W*N, 5)
+    mine = x.chunk(world)[rank]
+    mean = distributed.global_mean(mine)                                         # (1, 5)
+    var = distributed.global_mean((mine - mean) ** 2)                            # biased, as BN's forward
+    y = (mine - mean) / torch.sqrt(var + 1e-5)
+    y_ref = F.batch_norm(x, None, None, training=True, eps=1e-5).chunk(world)[rank]
+    torch.testing.assert_close(y, y_ref, **TOL)
+    assert not torch.allclose(F.batch_norm(mine, None, None, training=True, eps=1e-5), y_ref)  # per-process BN
 
 
 def check_concat_all_gather(rank, world):
@@ -118,7 +250,8 @@ def _worker(rank, world, port):
     try:
         assert distributed.is_distributed() and distributed.rank() == rank and distributed.world_size() == world
         assert distributed.is_main() == (rank == 0)
-        for check in (check_gather_with_grad, check_concat_all_gather, check_shuffle_bn, check_sinkhorn,
+        for check in (check_gather_with_grad, check_gather_with_grad_per_rank, check_moco_v3_loss,
+                      check_sync_batchnorm, check_concat_all_gather, check_shuffle_bn, check_sinkhorn,
                       check_dino_center):
             check(rank, world)
             distributed.barrier()
@@ -154,6 +287,11 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
     reference.update_(x.detach())
     torch.testing.assert_close(center.center, reference.center)
     torch.testing.assert_close(distributed.global_mean(x.detach()), x.detach().mean(0, keepdim=True))
+    q, k = torch.randn(6, 4), torch.randn(6, 4)                                  # MoCo v3: notebook 12's ctr
+    torch.testing.assert_close(distributed.moco_v3_loss(q, k, 0.2),
+                               0.4 * losses.info_nce(F.normalize(q, dim=1), F.normalize(k, dim=1), temperature=0.2))
+    head = models.mlp(4, 8, 3, last_bn=True)
+    assert distributed.sync_batchnorm(head) is head                              # one process: BN is global
 
 
 # ---------------------------------------------------------------- kill a 2-process run, resume it

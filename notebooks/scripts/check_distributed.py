@@ -31,7 +31,7 @@ def rel(a, b):
 diffs = {}
 # SimCLR: the loss of the gathered views, and the gradient DDP applies (averaged over processes)
 net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
-reference, plain = copy.deepcopy(net), copy.deepcopy(net)
+reference, plain, initial = (copy.deepcopy(net) for _ in range(3))
 x1, x2 = torch.randn(2, 4 * W, 8, generator=g)                                 # (W*N, 8) each
 mine = torch.cat([x1.chunk(W)[rank], x2.chunk(W)[rank]])                      # (2N, 8)
 ddp = nn.parallel.DistributedDataParallel(net)        # keep it: its hooks all-reduce in backward
@@ -54,6 +54,54 @@ ddp_plain = nn.parallel.DistributedDataParallel(plain)
 y1, y2 = ddp_plain(mine).chunk(2)
 losses.nt_xent(plain_gather(y1), plain_gather(y2), 0.5).backward()
 diffs["(contrast) SimCLR gradient, plain all_gather"] = max(rel(p.grad, q.grad) for p, q in zip(plain.parameters(), reference.parameters()))
+
+
+# SimCLR per process (its objective.py): each process takes the loss of its OWN anchors against all views
+def nt_xent_of_anchors(z1, z2, t, rows):          # NT-Xent of the anchors `rows` of [z1; z2] (2N, D)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)                                # (2N, D)
+    logits = (z @ z.T / t).fill_diagonal_(float("-inf"))                       # (2N, 2N), no self-pair
+    return F.cross_entropy(logits[rows], torch.arange(len(z)).roll(len(z1))[rows])
+
+
+class SliceTimesW(torch.autograd.Function):       # (contrast) backward: my slice of MY gradient, times W
+    forward = staticmethod(lambda ctx, z: distributed.concat_all_gather(z))
+    backward = staticmethod(lambda ctx, grad: grad.chunk(W)[rank] * W)
+
+
+def per_rank_gradient(gather):
+    """The DDP-averaged gradient when every process takes the loss of its own 2N/W anchors."""
+    model = copy.deepcopy(initial)
+    wrapper = nn.parallel.DistributedDataParallel(model)
+    z1, z2 = wrapper(mine).chunk(2)                                           # (N/W, 4) each
+    n = len(z1)
+    rows = torch.cat([torch.arange(rank * n, (rank + 1) * n), torch.arange(rank * n, (rank + 1) * n) + W * n])
+    nt_xent_of_anchors(gather(z1), gather(z2), 0.5, rows).backward()          # DDP averages
+    del wrapper
+    return max(rel(p.grad, q.grad) for p, q in zip(model.parameters(), reference.parameters()))
+
+
+diffs["SimCLR gradient, per-process anchors (gather_with_grad)"] = per_rank_gradient(distributed.gather_with_grad)
+diffs["(contrast) per-process anchors, slice x W backward"] = per_rank_gradient(SliceTimesW.apply)
+
+# MoCo v3: my queries against every process's keys (concat_all_gather), labels offset by rank
+f_q, ref_q = copy.deepcopy(initial), copy.deepcopy(initial)
+f_k = copy.deepcopy(initial).requires_grad_(False)                           # the momentum encoder: keys only
+ddp_moco = nn.parallel.DistributedDataParallel(f_q)
+q1, q2 = ddp_moco(mine).chunk(2)                                              # (N, 4) each
+k1, k2 = f_k(mine).chunk(2)
+loss = distributed.moco_v3_loss(q1, k2, 0.2) + distributed.moco_v3_loss(q2, k1, 0.2)
+loss.backward()                                                               # DDP averages
+
+
+def ctr(q, k):                                                                # notebook 12: 2 tau info_nce
+    return 0.4 * losses.info_nce(F.normalize(q, dim=1), F.normalize(k, dim=1), temperature=0.2)
+
+
+loss_ref = ctr(ref_q(x1), f_k(x2)) + ctr(ref_q(x2), f_k(x1))                 # one process, global batch
+loss_ref.backward()
+dist.all_reduce(mean_loss := loss.detach().clone())                         # the mean over processes
+diffs["MoCo v3 loss, mean over processes (moco_v3_loss)"] = rel(mean_loss / W, loss_ref.detach())
+diffs["MoCo v3 gradient (moco_v3_loss + DDP)"] = max(rel(p.grad, q.grad) for p, q in zip(f_q.parameters(), ref_q.parameters()))
 
 # MoCo's keys: concat_all_gather
 keys = torch.randn(4 * W, 8, generator=g)
@@ -98,5 +146,5 @@ if distributed.is_main():
         print(f"{name:<62} {d:.1e}")
     json.dump(diffs, open(sys.argv[1], "w"), indent=1)
 assert all(d < 1e-5 for name, d in diffs.items() if not name.startswith("(contrast)")), diffs
-del ddp, ddp_plain                                         # freed before the process group (see cleanup)
+del ddp, ddp_plain, ddp_moco                                         # freed before the process group (see cleanup)
 distributed.cleanup()

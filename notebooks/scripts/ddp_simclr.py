@@ -26,7 +26,7 @@ parser.add_argument("--tau", type=float, default=0.2)
 parser.add_argument("--width", type=int, default=32)
 parser.add_argument("--crop", type=int, default=24)
 parser.add_argument("--backbone", default="SmallCNN", choices=["SmallCNN", "ResNet18"])
-parser.add_argument("--sync-bn", action="store_true", help="SimCLR's global BN (nn.SyncBatchNorm, CUDA only)")
+parser.add_argument("--sync-bn", action="store_true", help="SimCLR's global BN (nn.SyncBatchNorm, GPUs only)")
 parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (benchmarks)")
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
@@ -46,7 +46,7 @@ if args.batch_size % world:
 backbone = getattr(models, args.backbone)(width=args.width)
 model = nn.Sequential(backbone, models.mlp(backbone.feature_dim, 512, 128)).to(device)
 if args.sync_bn:
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = distributed.sync_batchnorm(model)         # every BN -> SyncBatchNorm (refuses gloo: GPUs only)
 optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
 steps_per_epoch = len(data.OnDeviceLoader(train, batch_size=args.batch_size, drop_last=True))
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
@@ -60,7 +60,9 @@ if distributed.is_main():
 
 for epoch in range(state["epoch"], args.epochs):
     ddp.train()
-    loader = data.OnDeviceLoader(train, batch_size=args.batch_size, seed=args.seed + epoch)  # same order on every rank
+    # the same order on every rank, a new one each epoch: the global batches of
+    # DistributedSampler(train, seed=args.seed) + sampler.set_epoch(epoch) (notebook 14, section 7)
+    loader = data.OnDeviceLoader(train, batch_size=args.batch_size, seed=args.seed + epoch)
     views = torch.Generator(device).manual_seed(10_000 * args.seed + 100 * epoch + rank)   # my own augmentations
     t0, steps, total_loss = time.perf_counter(), 0, 0.0
     for _, x, _ in loader:
