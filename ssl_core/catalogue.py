@@ -566,8 +566,8 @@ exercise(id="07.2", notebook="07_moco_v2", name="cosine_schedule", title="the co
               "already above 0), then base -> final along half a cosine, final + (base - final)(1 + cos(pi t / T))/2, "
               "t = 0..T-1, T the steps after warm-up",
          forbid=("cosine_schedule",), difficulty=2,
-         reference=lambda base, final, total_steps, warmup_steps: schedules.cosine_schedule(base, final, total_steps,
-                                                                                           warmup_steps),
+         reference=lambda base, final, total_steps, warmup_steps=0: schedules.cosine_schedule(base, final, total_steps,
+                                                                                             warmup_steps),
          cases=_schedule_cases,
          hints={"value": "t runs 0..T-1 with T = total_steps - warmup_steps, divided by T (not T - 1: the last "
                          "value stays above final); the warm-up's first value is base / warmup_steps.",

@@ -129,6 +129,7 @@ def execute(path: Path, timeout: float, profile: str = "smoke") -> tuple[dict[st
 
 
 def _last_error(stderr: str) -> str:
+    stderr = re.sub(r"\x1b\[[0-9;]*m", "", stderr)                         # the traceback's colours
     errors = [line.strip() for line in stderr.splitlines()                  # the cell's own error, not nbclient's
               if re.match(r"^\s*[\w.]*(Error|Exception|Interrupt)\b", line) and "CellExecutionError" not in line]
     return f"the notebook stopped with {errors[-1][:300]}" if errors else "the notebook stopped: " + stderr.strip()[-300:]
@@ -200,6 +201,8 @@ def grade_rows(path: Path, rows: dict[str, dict], stopped: str | None) -> list[t
             table.append((ex_id, rows[ex_id]["status"], rows[ex_id]["message"]))
         else:
             table.append((ex_id, "failed", f"check not reached: {stopped or 'the notebook never ran its check cell'}"))
+    if stopped:                                            # a crash after the last check counts too
+        table.append((Path(path).stem, "failed", f"the notebook did not run to the end: {stopped}"))
     return table
 
 
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     table, t_all = [], time.perf_counter()
     for path in args.notebooks:
         if args.report:
-            rows, stopped, seconds = read_report(args.report), "no line in the report", 0.0
+            rows, stopped, seconds = read_report(args.report), None, 0.0
         elif not Path(path).is_file():
             rows, stopped, seconds = {}, "no such notebook", 0.0
         elif args.cells:

@@ -796,6 +796,17 @@ def test_every_exercise_has_two_known_wrong_versions(ex_id):
     assert len(WRONG.get(ex_id, [])) >= 2
 
 
+@pytest.mark.parametrize("ex_id", IDS)
+def test_the_fallback_accepts_every_call_the_solution_accepts(ex_id):
+    """A blank exercise's notebook goes on with the reference: it must take the calls the notebook
+    makes, including those that leave out the solution's optional arguments."""
+    import inspect
+    params = inspect.signature(solution(ex_id)).parameters.values()
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    inspect.signature(catalogue.EXERCISES[ex_id].reference).bind(*range(len(required)))
+    inspect.signature(catalogue.EXERCISES[ex_id].reference).bind(*range(len(params)))
+
+
 def test_the_catalogue_and_the_notebooks_agree():
     in_notebooks = {}
     for path in course.teacher_notebooks():
@@ -878,6 +889,16 @@ def test_the_grader_reports_passed_failed_and_a_crash(tmp_path):
     table = {ex_id: (status, message) for ex_id, status, message in course.grade_rows(path, rows, stopped)}
     assert table["11.1"][0] == "passed" and table["09.2"][0] == "failed"
     assert table["06.2"][0] == "failed" and "the student broke this cell" in table["06.2"][1]
+    assert table["nb"][0] == "failed" and "did not run to the end" in table["nb"][1]
+
+
+def test_a_crash_after_the_last_check_fails_the_run(tmp_path):
+    path = _notebook(tmp_path, "from ssl_core import exercises, losses",
+                     'exercises.check("11.1", losses.neg_cosine)', 'raise TypeError("a later cell broke")')
+    rows, stopped, _ = course.execute(path, timeout=120)
+    table = course.grade_rows(path, rows, stopped)
+    assert table[0][:2] == ("11.1", "passed")
+    assert table[1][1] == "failed" and "TypeError: a later cell broke" in table[1][2]
 
 
 def test_the_grader_reports_a_hang_as_failed(tmp_path):
@@ -885,8 +906,8 @@ def test_the_grader_reports_a_hang_as_failed(tmp_path):
                      'exercises.check("11.1", losses.neg_cosine)')
     rows, stopped, seconds = course.execute(path, timeout=8)
     assert seconds < 60
-    [(ex_id, status, message)] = course.grade_rows(path, rows, stopped)
-    assert status == "failed" and "time limit" in message
+    [(ex_id, status, message), run] = course.grade_rows(path, rows, stopped)
+    assert status == "failed" and "time limit" in message and run[1] == "failed"
 
 
 def test_the_exercise_table_goes_between_the_markers(tmp_path):
