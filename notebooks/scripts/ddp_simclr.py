@@ -50,7 +50,10 @@ if args.sync_bn:
 optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
 steps_per_epoch = len(data.OnDeviceLoader(train, batch_size=args.batch_size, drop_last=True))
 scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
-state = checkpoint.resume(args.out, model=model, optimizer=optimizer, scheduler=scheduler)  # all ranks load
+settings = {**vars(args), "n_train": len(train)}                  # what the checkpoint must have been run with ...
+for key in ("out", "max_steps"):                                    # ... except where it goes and benchmark stops
+    settings.pop(key)
+state = checkpoint.resume(args.out, settings=settings, model=model, optimizer=optimizer, scheduler=scheduler)  # all ranks load
 ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
     if distributed.is_distributed() else model
 augmentation = augment.simclr_augment(args.crop, strength=0.5)
@@ -86,7 +89,7 @@ for epoch in range(state["epoch"], args.epochs):
                                                                    / (time.perf_counter() - t1), 1) if steps > 1 else None})
     state["epoch"] = epoch + 1
     if distributed.is_main():                                       # one writer, atomic: a kill never leaves half a file
-        checkpoint.save_checkpoint(args.out, model=model, optimizer=optimizer, scheduler=scheduler,
+        checkpoint.save_checkpoint(args.out, model=model, optimizer=optimizer, scheduler=scheduler, settings=settings,
                                    **{k: state[k] for k in ("epoch", "history", "train_seconds")})
         print(json.dumps(state["history"][-1]), flush=True)
     distributed.barrier()                                           # nobody runs ahead of the checkpoint
