@@ -29,8 +29,11 @@ class MemoryBank(nn.Module):
     "classifier": row i stands in for the weight vector of class i.
 
     Rows start as random unit vectors; after image i is seen with feature f_i, row i is moved
-    towards it with proximal momentum (Wu et al. 2018, Sec. 3.2-3.3):
+    towards it with momentum, as the authors' code does (`--nce-m 0.5`):
         v_i <- normalize(momentum * v_i + (1 - momentum) * f_i)
+    This is not the paper's proximal regularisation (Wu et al. 2018, Sec. 3.3), which writes
+    v_i <- f_i and adds lambda * ||f_i - v_i||^2 to the LOSS (a gradient on the network);
+    both damp the bank's jumps between epochs, but they are different algorithms.
     A buffer, so `.to(device)` and `state_dict()` (checkpoints) carry it.
 
     Built in: notebooks/01_instdisc.ipynb
