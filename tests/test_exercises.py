@@ -853,6 +853,27 @@ def test_an_error_in_the_student_function_is_a_failure_with_its_message():
     assert result.status == exercises.FAILED and "raised RuntimeError" in result.message
 
 
+def test_every_solution_region_lies_inside_a_function_body():
+    """A student copy then differs from its notebook only inside the exercise's function, which the
+    check replaces by the reference: the rest of the notebook runs as the teacher's (CI runs one copy to
+    the end, make course COURSE_RUN=... all of them)."""
+    import ast
+    for path in course.teacher_notebooks():
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            src = "".join(cell["source"])
+            if cell["cell_type"] != "code" or "### BEGIN SOLUTION" not in src:
+                continue
+            defs = [n for n in ast.walk(ast.parse(src)) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+            lines = src.split("\n")
+            for line, text in enumerate(lines, start=1):
+                if "### BEGIN SOLUTION" not in text:
+                    continue
+                end = next(k for k in range(line, len(lines) + 1) if "### END SOLUTION" in lines[k - 1])
+                indent = lambda k: len(lines[k - 1]) - len(lines[k - 1].lstrip())
+                assert any(d.lineno < line <= d.end_lineno and min(indent(line), indent(end)) > d.col_offset
+                           for d in defs), f"{path.name}: the solution region at line {line} is not inside a def"
+
+
 def test_student_copies_hold_no_solution_and_raise_not_implemented():
     for path in course.teacher_notebooks():
         nb = course.blank(json.loads(path.read_text(encoding="utf-8")))
