@@ -69,8 +69,16 @@ def get(exercise_id: str) -> Exercise:
 
 
 def run_check(exercise_id: str, student_fn: Callable) -> Result:
-    """The check without printing or reporting: a Result(id, status, message)."""
-    ex = get(exercise_id)
+    """The check without printing or reporting: a Result(id, status, message).
+
+    The cases and calls seed torch's global generator (the same draws for the student and the
+    reference); that state is restored afterwards, so a notebook's random stream (its SSL_SEED)
+    does not depend on whether, or how often, an exercise was checked."""
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        return _run_check(get(exercise_id), student_fn)
+
+
+def _run_check(ex: Exercise, student_fn: Callable) -> Result:
     head = f"Exercise {ex.id} ({ex.title}):"
     fallback = "the notebook goes on with ssl_core's version"
     cases = ex.cases(torch.Generator().manual_seed(ex.seed))

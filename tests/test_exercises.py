@@ -853,6 +853,17 @@ def test_an_error_in_the_student_function_is_a_failure_with_its_message():
     assert result.status == exercises.FAILED and "raised RuntimeError" in result.message
 
 
+def test_a_check_leaves_the_global_random_stream_as_it_found_it():
+    # The checks seed torch's global generator for their cases; a notebook's draws after a check
+    # must still follow its own seed (SSL_SEED), whether or not, and how often, it checked.
+    torch.manual_seed(123)
+    expected = torch.rand(5)
+    torch.manual_seed(123)
+    for ex_id in ("05.1", "05.3", "09.1"):
+        exercises.run_check(ex_id, exercises.get(ex_id).reference)   # catalogue cases call torch.manual_seed
+    assert torch.equal(torch.rand(5), expected)
+
+
 def test_every_solution_region_lies_inside_a_function_body():
     """A student copy then differs from its notebook only inside the exercise's function, which the
     check replaces by the reference: the rest of the notebook runs as the teacher's (CI runs one copy to

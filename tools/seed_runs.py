@@ -26,7 +26,7 @@ SAVE = """\
 from ssl_core import results as _results
 _path = _results.save_results(
     {name!r}, profile, method="seed run of the main recipe (tools/seed_runs.py)",
-    epochs=HP["epochs"], train_seconds=round(state["train_seconds"], 1), knn_top1=trained_top1,
+    epochs=HP.get("epochs", history[-1]["epoch"]), train_seconds=round(state["train_seconds"], 1), knn_top1=trained_top1,
     random_init_knn_top1=random_init_top1, raw_pixel_knn_top1=raw_pixel_top1, history=history)
 print(f"seed {{profile.seed}}: kNN {{trained_top1:.2%}} (random init {{random_init_top1:.2%}}) -> {{_path}}")
 """
