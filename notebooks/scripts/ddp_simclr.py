@@ -77,7 +77,8 @@ for epoch in range(state["epoch"], args.epochs):
         loss.backward()                                             # DDP all-reduces (averages) the gradients
         optimizer.step()
         scheduler.step()
-        steps, total_loss = steps + 1, total_loss + loss.item()
+        steps, total_loss = steps + 1, total_loss + losses.check_finite(   # loss.item(), NaN-checked
+            loss, step=f"{steps + 1} of epoch {epoch + 1}", tau=args.tau, lr=optimizer.param_groups[0]["lr"])
         if steps == 1:
             t1 = time.perf_counter()                                # images/s from step 2 on (no warm-up)
         if args.max_steps and steps >= args.max_steps:
