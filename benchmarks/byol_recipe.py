@@ -21,13 +21,13 @@ Infrastructure (a research aid for 09's prose; never a timed test).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 from torch import nn
 
-from ssl_core import augment, data, evaluate, losses, models, momentum, schedules
+from heldout import emit, heldout_split
+from ssl_core import augment, data, losses, models, momentum, schedules
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,13 +52,8 @@ def main() -> None:
     a = parse_args()
     torch.manual_seed(a.seed)
     train = data.load_cifar10("train")
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))  # the copy is sorted by class
-    queries, bank, rest = perm[:5000], perm[5000:15000], perm[5000:]
-    fit = data.ImageDataset(train.images[rest], train.labels[rest], train.classes, train.source)
-
-    def knn(encoder):
-        return round(evaluate.knn_accuracy(encoder, train.images[bank], train.labels[bank], train.images[queries],
-                                           train.labels[queries], augment.preprocess, k=200, temperature=0.1), 4)
+    split = heldout_split(train)
+    fit, knn = split.fit, split.knn
 
     encoder = models.SmallCNN(width=32)
     online = nn.Sequential(encoder, models.mlp(encoder.feature_dim, a.hidden, a.dim))
@@ -101,10 +96,7 @@ def main() -> None:
     res["curve"].append((step, res["seconds"], res["knn"]))
     print(f"[{a.tag}] {a.steps} steps, {seconds:.0f} s ({seconds / a.steps:.3f} s/step), loss {res['loss_end']:.3f}, "
           f"kNN {res['knn']:.1%} (held-out)", flush=True)
-    print(json.dumps(res))
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    emit(res, a.out)
 
 
 if __name__ == "__main__":

@@ -30,14 +30,14 @@ Infrastructure (a research aid for 07's prose and benchmarks/README.md; never a 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ssl_core import augment, data, evaluate, memory, models, momentum, schedules
+from heldout import emit, heldout_split, test_split
+from ssl_core import augment, data, memory, models, momentum, schedules
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--test", action="store_true", help="train on all 50k, score on the test set")
     p.add_argument("--out", default="")
     a = p.parse_args()
-    if a.order != "paper" and not a.symmetric and a.order in ("lightly", "masked"):
+    if a.order in ("lightly", "masked") and not a.symmetric:
         p.error(f"--order {a.order} is about the second loss: add --symmetric")
     return a
 
@@ -88,19 +88,8 @@ def main() -> None:
     a = parse_args()
     torch.manual_seed(a.seed)
     train = data.load_cifar10("train")
-    if a.test:
-        test = data.load_cifar10("test")
-        fit, bank_x, bank_y, query_x, query_y = train, train.images, train.labels, test.images, test.labels
-    else:
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))  # the copy is sorted
-        queries, bank, rest = perm[:5000], perm[5000:15000], perm[5000:]
-        fit = data.ImageDataset(train.images[rest], train.labels[rest], train.classes, train.source)
-        bank_x, bank_y, query_x, query_y = (train.images[bank], train.labels[bank],
-                                            train.images[queries], train.labels[queries])
-
-    def knn(backbone):
-        return round(evaluate.knn_accuracy(backbone, bank_x, bank_y, query_x, query_y, augment.preprocess,
-                                           k=200, temperature=0.1), 4)
+    split = test_split(train, data.load_cifar10("test")) if a.test else heldout_split(train)
+    fit, knn = split.fit, split.knn
 
     backbone = models.SmallCNN(width=32)
     head = (models.mlp(backbone.feature_dim, a.hidden, a.dim, bn=False) if a.head == "mlp"
@@ -168,10 +157,7 @@ def main() -> None:
     res["curve"].append((step, res["seconds"], res["knn"]))
     print(f"[{a.tag}] {a.steps} steps, {seconds:.0f} s ({seconds / a.steps:.3f} s/step), loss {res['loss_end']:.3f}, "
           f"kNN {res['knn']:.1%} ({'test' if a.test else 'held-out'})", flush=True)
-    print(json.dumps(res))
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    emit(res, a.out)
 
 
 if __name__ == "__main__":

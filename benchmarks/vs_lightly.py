@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from heldout import emit
 from ssl_core import augment, data, evaluate, models
 
 NOTEBOOK = {"simclr": "06_simclr_v1", "moco": "07_moco_v2", "byol": "09_byol", "swav": "10_swav",
@@ -218,10 +219,7 @@ def main() -> None:
     else:
         print(f"ours ({o['notebook']}): no epoch ended within {seconds:.0f} s; its end {o['knn_end']:.2%} "
               f"at {o['seconds_end']:.0f} s")
-    print(json.dumps(res))
-    if a.out:
-        with open(a.out, "a") as f:
-            f.write(json.dumps(res) + "\n")
+    emit(res, a.out)
 
 
 if __name__ == "__main__":
