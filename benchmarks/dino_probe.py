@@ -45,6 +45,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--patch", type=int, default=4); p.add_argument("--dim", type=int, default=128)
     p.add_argument("--depth", type=int, default=4); p.add_argument("--heads", type=int, default=4)
     p.add_argument("--width", type=int, default=32, help="SmallCNN width")
+    p.add_argument("--stem", choices=("patch", "conv"), default="patch", help="ViT(stem=...): patch projection or conv stem")
+    p.add_argument("--init", choices=("trunc_normal", "mocov3"), default="trunc_normal", help="ViT(init=...)")
+    p.add_argument("--image-size", type=int, default=32,
+                   help="the ViT's position grid (image_size); the kNN is also taken at this size")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--K", type=int, default=2048); p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--bottleneck", type=int, default=128)
     p.add_argument("--head-bn", action="store_true", help="BatchNorm after the head's hidden Linear layers")
@@ -80,7 +85,8 @@ def parse_args() -> argparse.Namespace:
 
 def build(a):
     if a.backbone == "vit":
-        backbone = models.ViT(image_size=32, patch_size=a.patch, dim=a.dim, depth=a.depth, heads=a.heads)
+        backbone = models.ViT(image_size=a.image_size, patch_size=a.patch, dim=a.dim, depth=a.depth, heads=a.heads,
+                              stem=a.stem, init=a.init)
     else:
         backbone = models.SmallCNN(width=a.width)
     head = models.DINOHead(backbone.feature_dim, a.K, hidden=a.hidden, bottleneck=a.bottleneck, use_bn=a.head_bn)
@@ -125,18 +131,16 @@ def teacher_entropy(t_out, center, tt, sinkhorn):
 
 def main() -> None:
     a = parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     train = data.load_cifar10("train")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))  # the copy is sorted by class
     queries, bank, rest = perm[:5000], perm[5000:15000], perm[5000:]
-    eval_sizes = sorted({32, a.global_size}, reverse=True)
+    eval_sizes = sorted({32, a.global_size, a.image_size}, reverse=True)
 
     def heldout_knn(backbone, sizes=eval_sizes):
         out = {}
         for s in sizes:
-            pre = (augment.preprocess if s == 32 else
-                   lambda im, s=s: F.interpolate(augment.preprocess(im), size=(s, s), mode="bilinear",
-                                                 antialias=True, align_corners=False))
+            pre = augment.preprocess_at(s)
             out[s] = round(evaluate.knn_accuracy(backbone, train.images[bank], train.labels[bank],
                                                  train.images[queries], train.labels[queries], pre,
                                                  k=200, temperature=0.1), 4)
@@ -160,7 +164,7 @@ def main() -> None:
     opt = (torch.optim.SGD(groups, lr=lr, momentum=0.9, weight_decay=5e-4) if a.optimizer == "sgd"
            else torch.optim.AdamW(groups, lr=lr))
     loader = data.OnDeviceLoader(train.images[rest], train.labels[rest], batch_size=a.batch, shuffle=True,
-                                 drop_last=True, seed=0)
+                                 drop_last=True, seed=a.seed)
     T = a.steps_total
     lrs = schedules.cosine_schedule(lr, 1e-6, T, warmup_steps=int(T * a.warmup))
     ms = schedules.cosine_schedule(*a.momentum, T)
@@ -219,7 +223,7 @@ def main() -> None:
         el = time.perf_counter() - t0
         if a.eval_every and step % a.eval_every == 0:
             te = time.perf_counter()
-            k = heldout_knn(teacher[0], sizes=(32,))[32]
+            k = heldout_knn(teacher[0], sizes=(a.image_size,))[a.image_size]
             h = teacher_entropy(t_out[0], center.center, tt, a.sinkhorn)
             res.setdefault("curve", []).append((step, k, round(h, 3)))
             print(f"step {step}: teacher kNN {k:.1%}, H_t {h:.2f}", flush=True)

@@ -66,6 +66,22 @@ def preprocess(images: Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> Tensor:
     return normalize(to_float(images), mean, std)
 
 
+def preprocess_at(size: int):
+    """`preprocess`, then the whole image resized to size x size (bilinear, antialiased): the evaluation
+    input of a network trained on size x size crops, so that a ViT sees the token grid it was trained on
+    (12, 13). preprocess_at(32) on CIFAR-10 is `preprocess` itself. Returns a function images -> input."""
+    checks.positive_int(size, "preprocess_at: size")
+
+    def resized(images: Tensor) -> Tensor:
+        x = preprocess(images)
+        if x.shape[-2:] == (size, size):
+            return x
+        return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+    resized.__name__ = f"preprocess_at_{size}"
+    return resized
+
+
 # ---------------------------------------------------------------- geometric
 
 def random_resized_crop(x: Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),

@@ -21,6 +21,7 @@ Infrastructure, used by every notebook.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -286,6 +287,29 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x)), attn
 
 
+def conv_stem(in_channels: int, dim: int, patch_size: int) -> nn.Sequential:
+    """The convolutional stem of ViT(stem="conv"): log2(patch_size) x [3x3 conv, stride 2, no bias; BN;
+    ReLU], channels doubling up to `dim`, then a 1x1 conv to `dim`. (N, C, H, W) -> (N, dim, H/p, W/p)."""
+    n = int(math.log2(patch_size))
+    widths = [dim // 2 ** (n - 1 - i) for i in range(n)]              # e.g. p = 4, dim 128: 64, 128
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip([in_channels] + widths[:-1], widths):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Conv2d(widths[-1] if n else in_channels, dim, 1))
+
+
+def sincos_position_embedding(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """(1, grid*grid, dim) fixed 2-D sine-cosine position embeddings (the MoCo v3 authors' vits.py):
+    a quarter of the channels each for sin(x w), cos(x w), sin(y w), cos(y w), w = temperature^(-j/(dim/4)),
+    x the token's column and y its row (the authors' meshgrid puts the row in the first half: the same
+    embeddings with the two halves swapped, which no network can tell apart)."""
+    coords = torch.arange(grid, dtype=torch.float32)
+    gy, gx = torch.meshgrid(coords, coords, indexing="ij")                # token t = row * grid + column
+    omega = temperature ** -(torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))   # (dim/4,)
+    ax, ay = gx.flatten()[:, None] * omega, gy.flatten()[:, None] * omega  # (T, dim/4) each
+    return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], dim=1)[None]
+
+
 class ViT(nn.Module):
     """Vision Transformer (Dosovitskiy et al. 2021) for small images; (N, dim) [CLS] features.
 
@@ -300,29 +324,77 @@ class ViT(nn.Module):
     freeze_patch_embed_(): MoCo v3's fix for unstable training (Chen et al. 2021, Sec. 4.2): a
     random patch projection that is never trained.
 
+    stem="conv" replaces the one-layer patch projection by a small convolutional stem (Xiao et al.
+    2021, "Early convolutions help transformers see better"; the MoCo v3 authors' `ConvStem`):
+    log2(patch_size) 3x3 stride-2 convolutions without bias, each + BatchNorm + ReLU, the last one
+    with `dim` channels and each earlier one half as many as the next, then a 1x1 convolution to
+    `dim`. It maps the image to the same (H/p) x (W/p) grid of tokens.
+    init="mocov3" is the MoCo v3 authors' initialisation (their `vits.py`): fixed 2-D sine-cosine
+    position embeddings (not trained; zeros for [CLS]), the [CLS] token from N(0, 1e-6^2), the
+    patch projection Xavier-uniform on its flattened (dim, 3 p p) weight, the qkv layer
+    Xavier-uniform with q, k, v counted as three separate (dim, dim) matrices, the other Linear
+    layers Xavier-uniform, biases 0. init="trunc_normal" (default) draws every weight, [CLS] and
+    the learnable position embeddings from a normal truncated at 2 std, std 0.02 (timm's default).
+
     Built in: notebooks/12_moco_v3.ipynb, used by 13_dino
     """
 
     def __init__(self, image_size: int = 32, patch_size: int = 4, dim: int = 192, depth: int = 6,
-                 heads: int = 3, mlp_ratio: float = 4.0, in_channels: int = 3):
+                 heads: int = 3, mlp_ratio: float = 4.0, in_channels: int = 3, stem: str = "patch",
+                 init: str = "trunc_normal"):
         super().__init__()
         for name, value in (("image_size", image_size), ("patch_size", patch_size), ("dim", dim), ("depth", depth),
                             ("heads", heads), ("in_channels", in_channels)):
             checks.positive_int(value, f"ViT {name}")
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} must be a multiple of patch_size {patch_size}")
-        self.patch_size, self.grid, self.feature_dim = patch_size, image_size // patch_size, dim
-        self.patch_embed = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"ViT stem must be 'patch' (one linear patch projection) or 'conv' (a convolutional "
+                             f"stem), got {stem!r}")
+        if init not in ("trunc_normal", "mocov3"):
+            raise ValueError(f"ViT init must be 'trunc_normal' or 'mocov3' (the MoCo v3 authors'), got {init!r}")
+        if stem == "conv" and patch_size & (patch_size - 1):
+            raise ValueError(f"stem='conv' halves the resolution per layer, so patch_size must be a power of 2, "
+                             f"got {patch_size}")
+        if init == "mocov3" and dim % 4:
+            raise ValueError(f"init='mocov3' builds 2-D sine-cosine position embeddings, which need dim divisible "
+                             f"by 4, got {dim}")
+        self.patch_size, self.grid, self.feature_dim, self.stem = patch_size, image_size // patch_size, dim, stem
+        self.patch_embed = (nn.Conv2d(in_channels, dim, patch_size, stride=patch_size) if stem == "patch"
+                            else conv_stem(in_channels, dim, patch_size))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.grid ** 2, dim))
         self.blocks = nn.ModuleList(TransformerBlock(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
-        for p in (self.cls_token, self.pos_embed):
-            nn.init.trunc_normal_(p, std=0.02)
-        for m in self.modules():
+        if init == "trunc_normal":
+            for p in (self.cls_token, self.pos_embed):
+                nn.init.trunc_normal_(p, std=0.02)
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    nn.init.zeros_(m.bias)
+        else:
+            self._mocov3_init_()
+
+    @torch.no_grad()
+    def _mocov3_init_(self) -> None:
+        dim = self.feature_dim
+        self.pos_embed.copy_(torch.cat([torch.zeros(1, 1, dim), sincos_position_embedding(self.grid, dim)], dim=1))
+        self.pos_embed.requires_grad_(False)                            # fixed, as in the authors' vits.py
+        nn.init.normal_(self.cls_token, std=1e-6)
+        for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
+                if name.endswith("qkv"):                                # q, k, v as three (dim, dim) matrices
+                    bound = math.sqrt(6.0 / (m.weight.shape[0] // 3 + m.weight.shape[1]))
+                    nn.init.uniform_(m.weight, -bound, bound)
+                else:
+                    nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.stem == "patch":                                        # Xavier-uniform on the (dim, 3 p p) matrix
+            w = self.patch_embed.weight
+            bound = math.sqrt(6.0 / (w[0].numel() + w.shape[0]))
+            nn.init.uniform_(w, -bound, bound)
+            nn.init.zeros_(self.patch_embed.bias)
 
     def _position_embedding(self, gh: int, gw: int) -> torch.Tensor:
         """(1, 1 + gh*gw, dim): the stored grid's embeddings, resized to a gh x gw grid if needed."""
@@ -361,6 +433,9 @@ class ViT(nn.Module):
 
     def freeze_patch_embed_(self) -> "ViT":
         """Stop training the patch projection (MoCo v3's stability fix); returns self."""
+        if self.stem != "patch":
+            raise ValueError("freeze_patch_embed_() freezes the one-layer patch projection; this ViT has "
+                             "stem='conv' (MoCo v3 freezes only a linear patch projection). Build ViT(stem='patch').")
         for p in self.patch_embed.parameters():
             p.requires_grad_(False)
         return self

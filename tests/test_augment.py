@@ -560,3 +560,22 @@ def test_multicrop_without_local_views_and_errors():
         A.MultiCrop(A.simclr_augment(16), 2, None, n_local=2)
     with pytest.raises(ValueError, match="n_global >= 1"):
         A.MultiCrop(A.simclr_augment(16), 0)
+
+
+def test_preprocess_at_resizes_the_whole_image_after_normalising():
+    from ssl_core.augment import preprocess, preprocess_at
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    torch.testing.assert_close(preprocess_at(32)(images), preprocess(images))           # no resize at the stored size
+    x = preprocess(images)
+    # 32 -> 16 with antialiasing: a triangle filter stretched by the factor 2, weights 1, 3, 3, 1 (/ 8) on
+    # input pixels 2i-1 .. 2i+2, renormalised where the image ends; separable, one 1-D matrix per axis
+    M = torch.zeros(16, 32)
+    for i in range(16):
+        for j in range(32):
+            M[i, j] = max(0.0, 1 - abs(j - (2 * i + 0.5)) / 2)
+    M = M / M.sum(1, keepdim=True)
+    reference = torch.einsum("ih,nchw,jw->ncij", M, x, M)
+    torch.testing.assert_close(preprocess_at(16)(images), reference, atol=1e-5, rtol=1e-5)
+    assert preprocess_at(24)(images).shape == (3, 3, 24, 24)
+    with pytest.raises(TypeError):
+        preprocess_at(24.0)

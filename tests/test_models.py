@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -271,3 +273,58 @@ def test_dino_head_use_bn_normalises_each_hidden_layer_over_the_batch():
         h = F.gelu(a)
     z = F.normalize(lin[-1](h), dim=1)
     torch.testing.assert_close(head(x), z @ F.normalize(head.last, dim=1).T)
+
+
+def test_vit_conv_stem_matches_written_out_layers_and_grid():
+    torch.manual_seed(0)
+    vit = ViT(image_size=16, patch_size=4, dim=16, depth=1, heads=2, stem="conv").eval()
+    stem = vit.patch_embed
+    convs = [m for m in stem if isinstance(m, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride[0], c.kernel_size[0]) for c in convs] == \
+        [(3, 8, 2, 3), (8, 16, 2, 3), (16, 16, 1, 1)]              # log2(4) = 2 stride-2 3x3 convs, then 1x1
+    x = torch.randn(2, 3, 16, 16)
+    h = x
+    for conv, bn in zip(convs[:2], [m for m in stem if isinstance(m, nn.BatchNorm2d)]):   # conv, BN (eval), ReLU
+        h = F.conv2d(h, conv.weight, None, stride=2, padding=1)
+        h = (h - bn.running_mean[:, None, None]) / (bn.running_var[:, None, None] + bn.eps).sqrt()
+        h = torch.relu(h * bn.weight[:, None, None] + bn.bias[:, None, None])
+    h = F.conv2d(h, convs[2].weight, convs[2].bias)
+    tokens = h.flatten(2).transpose(1, 2)                           # (2, 16 = 4x4 grid, dim)
+    torch.testing.assert_close(vit.tokens(x)[:, 1:] - vit.pos_embed[:, 1:], tokens)
+    with pytest.raises(ValueError, match="freezes the one-layer patch projection"):
+        vit.freeze_patch_embed_()
+    with pytest.raises(ValueError, match="power of 2"):
+        ViT(image_size=12, patch_size=6, dim=16, depth=1, heads=2, stem="conv")
+    with pytest.raises(ValueError, match="stem must be"):
+        ViT(image_size=16, patch_size=4, dim=16, depth=1, heads=2, stem="convolution")
+
+
+def test_vit_mocov3_init_sincos_positions_and_bounds():
+    from ssl_core.models import sincos_position_embedding
+    torch.manual_seed(0)
+    dim, grid = 16, 3
+    vit = ViT(image_size=12, patch_size=4, dim=dim, depth=2, heads=2, init="mocov3")
+    pe = torch.zeros(grid * grid, dim)                              # the formula, entry by entry
+    for t in range(grid * grid):
+        y, x = divmod(t, grid)                                      # token t: row y, column x
+        for j in range(dim // 4):
+            w = 10000.0 ** (-j / (dim // 4))
+            pe[t, j], pe[t, dim // 4 + j] = math.sin(x * w), math.cos(x * w)
+            pe[t, dim // 2 + j], pe[t, 3 * dim // 4 + j] = math.sin(y * w), math.cos(y * w)
+    torch.testing.assert_close(sincos_position_embedding(grid, dim)[0], pe)
+    torch.testing.assert_close(vit.pos_embed[0, 1:], pe)
+    assert vit.pos_embed[0, 0].abs().max() == 0 and not vit.pos_embed.requires_grad     # fixed, [CLS] slot zero
+    assert vit.cls_token.abs().max() < 1e-5                         # N(0, 1e-6^2)
+    qkv = vit.blocks[0].attn.qkv.weight                             # (3 dim, dim): bound of a (dim, dim) matrix
+    assert qkv.abs().max() <= math.sqrt(6 / (dim + dim)) and qkv.abs().max() > 0.9 * math.sqrt(6 / (dim + dim))
+    fc = vit.blocks[0].mlp[0].weight                                # Xavier-uniform (4 dim, dim)
+    assert fc.abs().max() <= math.sqrt(6 / (5 * dim))
+    pw = vit.patch_embed.weight                                     # Xavier-uniform on (dim, 3 p p)
+    assert pw.abs().max() <= math.sqrt(6 / (48 + dim)) and pw.abs().max() > 0.9 * math.sqrt(6 / (48 + dim))
+    assert vit.patch_embed.bias.abs().max() == 0
+    vit(torch.randn(2, 3, 12, 12)).sum().backward()
+    assert vit.pos_embed.grad is None
+    with pytest.raises(ValueError, match="divisible\nby 4|divisible by 4"):
+        ViT(image_size=8, patch_size=4, dim=6, depth=1, heads=2, init="mocov3")
+    with pytest.raises(ValueError, match="init must be"):
+        ViT(image_size=8, patch_size=4, dim=8, depth=1, heads=2, init="xavier")
