@@ -21,12 +21,11 @@ Infrastructure (a research aid for 09's prose; never a timed test).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch import nn
 
-from heldout import emit, heldout_split
+from heldout import Run, heldout_split
 from ssl_core import augment, data, losses, models, momentum, schedules
 
 
@@ -67,36 +66,20 @@ def main() -> None:
     view_1, view_2 = augment.byol_augment(size=a.crop, crop_scale=(a.crop_scale, 1.0),
                                           **({} if a.blur else {"blur_p": 0.0}))
     loader = data.OnDeviceLoader(fit, batch_size=a.batch, shuffle=True, drop_last=True, seed=a.seed)
-    res = {"tag": a.tag, **{k: v for k, v in vars(a).items() if k not in ("tag", "out")},
-           "knn_init": knn(encoder), "curve": []}
-    print(f"[{a.tag}] random init {res['knn_init']:.1%}", flush=True)
-    step, seconds, losses_ = 0, 0.0, []
-    while step < a.steps:
-        for _, x, _ in loader:
-            if step >= a.steps:
-                break
-            t0 = time.perf_counter()
-            for g in opt.param_groups:
-                g["lr"] = lrs[step].item() * g["lr_mult"]
-            online.train(); predictor.train(); target.train()
-            x1, x2 = view_1(x), view_2(x)
-            q1, q2 = predictor(online(x1)), predictor(online(x2))
-            with torch.no_grad():
-                z1, z2 = target(x1), target(x2)
-            loss = losses.byol_loss(q1, z2) + losses.byol_loss(q2, z1)
-            opt.zero_grad(); loss.backward(); opt.step()
-            momentum.ema_update_(target, online, taus[step].item())
-            seconds += time.perf_counter() - t0
-            losses_.append(loss.item()); step += 1
-            if a.eval_every and step % a.eval_every == 0 and step < a.steps:
-                res["curve"].append((step, round(seconds, 1), knn(encoder)))
-                print(f"[{a.tag}] step {step}: {res['curve'][-1][2]:.1%} ({seconds:.0f} s)", flush=True)
-    res.update(knn=knn(encoder), seconds=round(seconds, 1),
-               loss_end=round(sum(losses_[-50:]) / len(losses_[-50:]), 4))
-    res["curve"].append((step, res["seconds"], res["knn"]))
-    print(f"[{a.tag}] {a.steps} steps, {seconds:.0f} s ({seconds / a.steps:.3f} s/step), loss {res['loss_end']:.3f}, "
-          f"kNN {res['knn']:.1%} (held-out)", flush=True)
-    emit(res, a.out)
+    run = Run(a, knn, encoder)
+    for x in run.batches(loader):
+        for g in opt.param_groups:
+            g["lr"] = lrs[run.step].item() * g["lr_mult"]
+        online.train(); predictor.train(); target.train()
+        x1, x2 = view_1(x), view_2(x)
+        q1, q2 = predictor(online(x1)), predictor(online(x2))
+        with torch.no_grad():
+            z1, z2 = target(x1), target(x2)
+        loss = losses.byol_loss(q1, z2) + losses.byol_loss(q2, z1)
+        opt.zero_grad(); loss.backward(); opt.step()
+        momentum.ema_update_(target, online, taus[run.step].item())
+        run.loss(loss)
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -30,13 +30,12 @@ Infrastructure (a research aid for 07's prose and benchmarks/README.md; never a 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heldout import emit, heldout_split, test_split
+from heldout import Run, heldout_split, test_split
 from ssl_core import augment, data, memory, models, momentum, schedules
 
 
@@ -103,9 +102,6 @@ def main() -> None:
     lrs = schedules.cosine_schedule(a.lr, 0.0, a.steps)
     aug = augment.mocov2_augment(size=a.crop, blur_p=a.blur)
     loader = data.OnDeviceLoader(fit, batch_size=a.batch, shuffle=True, drop_last=True, seed=a.seed)
-    res = {"tag": a.tag, **{k: v for k, v in vars(a).items() if k not in ("tag", "out")},
-           "knn_init": knn(backbone), "curve": []}
-    print(f"[{a.tag}] random init {res['knn_init']:.1%}", flush=True)
 
     def keys(x):
         with torch.no_grad():
@@ -114,50 +110,38 @@ def main() -> None:
                 return F.normalize(f_k(x[perm]), dim=1)[perm.argsort()]
             return F.normalize(f_k(x), dim=1)
 
-    step, seconds, losses_ = 0, 0.0, []
-    while step < a.steps:
-        for _, x, _ in loader:
-            if step >= a.steps:
-                break
-            t0 = time.perf_counter()
-            for g in opt.param_groups:
-                g["lr"] = lrs[step].item()
-            f_q.train(); f_k.train()
-            x1, x2 = aug(x), aug(x)
-            with torch.no_grad():
-                momentum.ema_update_(f_k, f_q, a.m)
-            q1 = F.normalize(f_q(x1), dim=1)
-            k2 = keys(x2)
-            if not a.symmetric:
-                own = keys(x1) if a.order == "self" else None
-                loss = contrast(q1, k2, queue.keys.clone(), a.tau, own=own)
-                new = [k2]
-            else:
-                q2 = F.normalize(f_q(x2), dim=1)
-                k1 = keys(x1)
-                bank = queue.keys.clone()
-                if a.order == "paper":
-                    loss = (contrast(q1, k2, bank, a.tau) + contrast(q2, k1, bank, a.tau)) / 2
-                elif a.order == "self":
-                    loss = (contrast(q1, k2, bank, a.tau, own=k1) + contrast(q2, k1, bank, a.tau, own=k2)) / 2
-                else:   # lightly / masked: k2 joins q2's negatives (the oldest N keys leave)
-                    bank2 = torch.cat([bank[len(k2):], k2])                # (K, D), k2 last
-                    loss = (contrast(q1, k2, bank, a.tau)
-                            + contrast(q2, k1, bank2, a.tau, own=k2, mask_own=(a.order == "masked"))) / 2
-                new = [k2, k1]
-            opt.zero_grad(); loss.backward(); opt.step()
-            for k in new:
-                queue.enqueue_(k)
-            seconds += time.perf_counter() - t0
-            losses_.append(loss.item()); step += 1
-            if a.eval_every and step % a.eval_every == 0 and step < a.steps:
-                res["curve"].append((step, round(seconds, 1), knn(backbone)))
-                print(f"[{a.tag}] step {step}: {res['curve'][-1][2]:.1%} ({seconds:.0f} s)", flush=True)
-    res.update(knn=knn(backbone), seconds=round(seconds, 1), loss_end=round(sum(losses_[-50:]) / len(losses_[-50:]), 4))
-    res["curve"].append((step, res["seconds"], res["knn"]))
-    print(f"[{a.tag}] {a.steps} steps, {seconds:.0f} s ({seconds / a.steps:.3f} s/step), loss {res['loss_end']:.3f}, "
-          f"kNN {res['knn']:.1%} ({'test' if a.test else 'held-out'})", flush=True)
-    emit(res, a.out)
+    run = Run(a, knn, backbone, split="test" if a.test else "held-out")
+    for x in run.batches(loader):
+        for g in opt.param_groups:
+            g["lr"] = lrs[run.step].item()
+        f_q.train(); f_k.train()
+        x1, x2 = aug(x), aug(x)
+        with torch.no_grad():
+            momentum.ema_update_(f_k, f_q, a.m)
+        q1 = F.normalize(f_q(x1), dim=1)
+        k2 = keys(x2)
+        if not a.symmetric:
+            own = keys(x1) if a.order == "self" else None
+            loss = contrast(q1, k2, queue.keys.clone(), a.tau, own=own)
+            new = [k2]
+        else:
+            q2 = F.normalize(f_q(x2), dim=1)
+            k1 = keys(x1)
+            bank = queue.keys.clone()
+            if a.order == "paper":
+                loss = (contrast(q1, k2, bank, a.tau) + contrast(q2, k1, bank, a.tau)) / 2
+            elif a.order == "self":
+                loss = (contrast(q1, k2, bank, a.tau, own=k1) + contrast(q2, k1, bank, a.tau, own=k2)) / 2
+            else:   # lightly / masked: k2 joins q2's negatives (the oldest N keys leave)
+                bank2 = torch.cat([bank[len(k2):], k2])                # (K, D), k2 last
+                loss = (contrast(q1, k2, bank, a.tau)
+                        + contrast(q2, k1, bank2, a.tau, own=k2, mask_own=(a.order == "masked"))) / 2
+            new = [k2, k1]
+        opt.zero_grad(); loss.backward(); opt.step()
+        for k in new:
+            queue.enqueue_(k)
+        run.loss(loss)
+    run.finish()
 
 
 if __name__ == "__main__":

@@ -24,13 +24,12 @@ Infrastructure (a research aid for 12's prose; never a timed test).
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heldout import emit, heldout_split, test_split
+from heldout import Run, heldout_split, test_split
 from ssl_core import augment, data, models, momentum, schedules
 
 
@@ -85,36 +84,20 @@ def main() -> None:
     ms = schedules.cosine_schedule(a.m, 1.0, a.steps)
     view1, view2 = augment.byol_augment(size=a.size, crop_scale=(a.crop_min, 1.0))
     loader = data.OnDeviceLoader(split.fit, batch_size=a.batch, shuffle=True, drop_last=True, seed=a.seed)
-    res = {"tag": a.tag, **{k: v for k, v in vars(a).items() if k not in ("tag", "out")},
-           "knn_init": knn(backbone), "curve": []}
-    print(f"[{a.tag}] random init {res['knn_init']:.1%}", flush=True)
-
-    step, seconds, losses_ = 0, 0.0, []
-    while step < a.steps:
-        for _, x, _ in loader:
-            if step >= a.steps:
-                break
-            t0 = time.perf_counter()
-            for g in opt.param_groups:
-                g["lr"] = lrs[step].item()
-            f_q.train(); predictor.train(); f_k.train()
-            x1, x2 = view1(x), view2(x)
-            q1, q2 = predictor(f_q(x1)), predictor(f_q(x2))
-            with torch.no_grad():
-                momentum.ema_update_(f_k, f_q, ms[step].item())
-                k1, k2 = f_k(x1), f_k(x2)
-            loss = ctr(q1, k2, a.tau) + ctr(q2, k1, a.tau)
-            opt.zero_grad(); loss.backward(); opt.step()
-            seconds += time.perf_counter() - t0
-            losses_.append(loss.item()); step += 1
-            if a.eval_every and step % a.eval_every == 0 and step < a.steps:
-                res["curve"].append((step, round(seconds, 1), knn(backbone)))
-                print(f"[{a.tag}] step {step}: {res['curve'][-1][2]:.1%} ({seconds:.0f} s)", flush=True)
-    res.update(knn=knn(backbone), seconds=round(seconds, 1), loss_end=round(sum(losses_[-20:]) / len(losses_[-20:]), 4))
-    res["curve"].append((step, res["seconds"], res["knn"]))
-    print(f"[{a.tag}] {a.steps} steps, {seconds:.0f} s ({seconds / a.steps:.3f} s/step), loss {res['loss_end']:.3f}, "
-          f"kNN {res['knn']:.1%} ({'test' if a.test else 'held-out'})", flush=True)
-    emit(res, a.out)
+    run = Run(a, knn, backbone, loss_window=20, split="test" if a.test else "held-out")
+    for x in run.batches(loader):
+        for g in opt.param_groups:
+            g["lr"] = lrs[run.step].item()
+        f_q.train(); predictor.train(); f_k.train()
+        x1, x2 = view1(x), view2(x)
+        q1, q2 = predictor(f_q(x1)), predictor(f_q(x2))
+        with torch.no_grad():
+            momentum.ema_update_(f_k, f_q, ms[run.step].item())
+            k1, k2 = f_k(x1), f_k(x2)
+        loss = ctr(q1, k2, a.tau) + ctr(q2, k1, a.tau)
+        opt.zero_grad(); loss.backward(); opt.step()
+        run.loss(loss)
+    run.finish()
 
 
 if __name__ == "__main__":
