@@ -1,11 +1,13 @@
 """Tests for ssl_core.profiles: the SSL_PROFILE switch, pick(), clear errors, seeding."""
 
+import os
 import random
 
 import numpy as np
 import pytest
 import torch
 
+from ssl_core import profiles
 from ssl_core.profiles import PROFILES, Profile, describe_device, get_profile, seed_everything
 
 
@@ -108,14 +110,34 @@ def test_autocast_is_bf16_only_for_the_gpu_recipe_and_can_be_switched_off(monkey
         with get_profile(name).autocast():
             assert (x @ w).dtype == torch.float32
     dry = get_profile("gpu-dry")
+    monkeypatch.setattr(profiles, "cpu_has_native_bf16", lambda: True)
     assert dry.mixed_precision
     with dry.autocast():                      # on the CPU: the same dtype path as on CUDA
+        assert (x @ w).dtype == torch.bfloat16
+    monkeypatch.setattr(profiles, "cpu_has_native_bf16", lambda: False)
+    assert not dry.mixed_precision            # emulated bf16: ~20x slower, off in the dry run ...
+    monkeypatch.setenv("SSL_AMP", "1")
+    assert dry.mixed_precision                # ... unless asked for
+    with dry.autocast():
         assert (x @ w).dtype == torch.bfloat16
     monkeypatch.setenv("SSL_AMP", "0")
     assert not dry.mixed_precision
     with dry.autocast():
         assert (x @ w).dtype == torch.float32
     get_profile("laptop")                     # leave no dry-run caps behind for other tests
+
+
+def test_cpu_has_native_bf16_reads_the_cpu_flags(tmp_path):
+    x86, arm = tmp_path / "x86", tmp_path / "arm"
+    x86.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not profiles.cpu_has_native_bf16(str(x86))             # AVX2 only: bf16 is emulated
+    x86.write_text("flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert profiles.cpu_has_native_bf16(str(x86))
+    arm.write_text("Features\t: fp asimd sve bf16 i8mm\n")
+    assert profiles.cpu_has_native_bf16(str(arm))
+    assert not profiles.cpu_has_native_bf16(str(tmp_path / "absent"))
+    assert get_profile("gpu-dry").mixed_precision == profiles.cpu_has_native_bf16() or os.environ.get("SSL_AMP")
+    get_profile("laptop")
 
 
 def test_prepare_sets_channels_last_for_conv_nets_only_under_the_gpu_recipe(monkeypatch):
