@@ -15,8 +15,9 @@ Infrastructure (used by every notebook's setup cell):
 
 gpu-dry is the gpu profile proven without a GPU (CI runs it): pick() returns the gpu values, so
 every gpu-only choice (backbone, widths, crop sizes, heads, schedules) executes, but on the CPU,
-with little data, `epochs()` capped at 1 and every OnDeviceLoader capped at DRY_RUN_STEPS
-batches of at most DRY_RUN_BATCH images. The caps live here and in the loader, not in notebooks.
+with little data, `epochs()` capped at 1, every OnDeviceLoader capped at DRY_RUN_STEPS
+batches of at most DRY_RUN_BATCH images, and evaluate.refresh_bn_stats at DRY_RUN_BATCH
+images. The caps live here, in the loader and in the refresh, not in notebooks.
 
 smoke and laptop run on the CPU even where CUDA exists: they define a CPU budget, and the
 committed notebook outputs come from laptop runs, so they must mean the same on every machine.

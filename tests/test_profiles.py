@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from ssl_core import profiles
 from ssl_core.profiles import PROFILES, Profile, describe_device, get_profile, seed_everything
@@ -102,6 +103,21 @@ def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
     laptop = get_profile("laptop")                                 # switching back lifts the caps
     assert laptop.epochs(smoke=1, laptop=15, gpu=200) == 15 and not laptop.dry_run
     assert len(data.OnDeviceLoader(images, batch_size=256)) == 2 and len(list(data.OnDeviceLoader(images, batch_size=64))) == 8
+
+
+def test_gpu_dry_caps_the_bn_refresh_at_one_dry_batch():
+    from ssl_core import evaluate
+    seen = []
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    net.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
+    images = torch.randint(0, 256, (300, 3, 4, 4), dtype=torch.uint8)
+    prep = lambda x: x.float() / 255                                     # noqa: E731
+    for name, expected in (("gpu-dry", profiles.DRY_RUN_BATCH), ("laptop", 300)):
+        get_profile(name)
+        seen.clear()
+        evaluate.refresh_bn_stats(net, images, prep, batch_size=50)
+        assert sum(seen) == expected, name
+    get_profile("laptop")
 
 
 def test_autocast_is_bf16_only_for_the_gpu_recipe_and_can_be_switched_off(monkeypatch):
