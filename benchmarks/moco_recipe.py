@@ -14,6 +14,10 @@ BN over 4 groups, one-sided loss). The knobs that matter for the lightly compari
     --order self         each query meets its own view's key as one extra negative (the effect of
                          `lightly` on both losses, without the other fresh keys)
     --bn-groups 1        plain BatchNorm (no Shuffle BN; one process)
+    --pipeline lightly   the views from lightly's per-image MoCoV2Transform (PIL, 32 px, no blur, ImageNet
+                         mean/std) through a DataLoader with 2 workers, instead of ssl_core.augment
+                         (needs the [bench] extra); --norm imagenet: ssl_core.augment with ImageNet's
+                         mean/std (lightly's normalisation), training and kNN
 
     .venv/bin/python benchmarks/moco_recipe.py --tag 07 --steps 1170                        # 07's main run
     .venv/bin/python benchmarks/moco_recipe.py --tag sym-lightly --symmetric --order lightly --bn-groups 1 --steps 700
@@ -36,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from heldout import Run, heldout_split, test_split
+from vs_lightly import IMAGENET_MEAN, IMAGENET_STD, PILImages, lightly_modules
 from ssl_core import augment, data, memory, models, momentum, schedules
 
 
@@ -55,11 +60,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--bn-groups", type=int, default=4)
     p.add_argument("--symmetric", action="store_true")
     p.add_argument("--order", choices=("paper", "lightly", "masked", "self"), default="paper")
+    p.add_argument("--pipeline", choices=("ssl_core", "lightly"), default="ssl_core")
+    p.add_argument("--norm", choices=("cifar", "imagenet"), default="cifar")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=0, help="held-out kNN every this many steps (0: end only)")
     p.add_argument("--test", action="store_true", help="train on all 50k, score on the test set")
     p.add_argument("--out", default="")
     a = p.parse_args()
+    if a.pipeline == "lightly" and (a.crop != 32 or a.blur or a.norm != "imagenet"):
+        p.error("--pipeline lightly is lightly's MoCoV2Transform: add --crop 32 --blur 0 --norm imagenet")
     if a.order in ("lightly", "masked") and not a.symmetric:
         p.error(f"--order {a.order} is about the second loss: add --symmetric")
     return a
@@ -83,6 +92,17 @@ def contrast(q, k_pos, negatives, tau, own=None, mask_own=False):
     return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long, device=q.device))
 
 
+def lightly_views(images: torch.Tensor, batch: int, seed: int):
+    """Endless (None, (x1, x2), None) batches of lightly's MoCoV2Transform views (32 px, no blur)."""
+    transform = lightly_modules()[1].MoCoV2Transform(input_size=32, gaussian_blur=0.0)
+    loader = torch.utils.data.DataLoader(PILImages(images, transform), batch_size=batch, shuffle=True, drop_last=True,
+                                         num_workers=2, persistent_workers=True,
+                                         generator=torch.Generator().manual_seed(seed))
+    while True:
+        for views in loader:
+            yield None, views, None
+
+
 def main() -> None:
     a = parse_args()
     torch.manual_seed(a.seed)
@@ -100,8 +120,12 @@ def main() -> None:
     queue = memory.Queue(a.K, a.dim, seed=a.seed)
     opt = torch.optim.SGD(f_q.parameters(), lr=a.lr, momentum=0.9, weight_decay=a.wd)
     lrs = schedules.cosine_schedule(a.lr, 0.0, a.steps)
-    aug = augment.mocov2_augment(size=a.crop, blur_p=a.blur)
-    loader = data.OnDeviceLoader(fit, batch_size=a.batch, shuffle=True, drop_last=True, seed=a.seed)
+    stats = (IMAGENET_MEAN, IMAGENET_STD) if a.norm == "imagenet" else (augment.CIFAR10_MEAN, augment.CIFAR10_STD)
+    aug = augment.mocov2_augment(size=a.crop, blur_p=a.blur, mean=stats[0], std=stats[1])
+    if a.pipeline == "lightly":
+        loader = lightly_views(fit.images, a.batch, a.seed)
+    else:
+        loader = data.OnDeviceLoader(fit, batch_size=a.batch, shuffle=True, drop_last=True, seed=a.seed)
 
     def keys(x):
         with torch.no_grad():
@@ -110,12 +134,13 @@ def main() -> None:
                 return F.normalize(f_k(x[perm]), dim=1)[perm.argsort()]
             return F.normalize(f_k(x), dim=1)
 
-    run = Run(a, knn, backbone, split="test" if a.test else "held-out")
+    score = lambda net: knn(net, lambda x: augment.preprocess(x, *stats))   # noqa: E731
+    run = Run(a, score, backbone, split="test" if a.test else "held-out")
     for x in run.batches(loader):
         for g in opt.param_groups:
             g["lr"] = lrs[run.step].item()
         f_q.train(); f_k.train()
-        x1, x2 = aug(x), aug(x)
+        x1, x2 = x if a.pipeline == "lightly" else (aug(x), aug(x))
         with torch.no_grad():
             momentum.ema_update_(f_k, f_q, a.m)
         q1 = F.normalize(f_q(x1), dim=1)
