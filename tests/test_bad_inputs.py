@@ -222,6 +222,7 @@ def test_env_flags_reject_other_values(monkeypatch, name, value):
                                        ("1", True), ("true", True), ("On", True), ("YES", True), ("", True)])
 def test_ssl_amp_accepts_the_usual_spellings(monkeypatch, value, on):
     monkeypatch.setenv("SSL_AMP", value)            # SSL_AMP=false used to leave bf16 on
+    monkeypatch.setattr(profiles, "cpu_has_native_bf16", lambda: True)   # unset: on where bf16 is native
     assert gpu_dry().mixed_precision is on
 
 
