@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 import random
 from dataclasses import dataclass
@@ -44,9 +45,14 @@ def dry_run_limits() -> tuple[int, int] | None:
     return (DRY_RUN_STEPS, DRY_RUN_BATCH) if _dry_run else None
 
 
-def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """True when this machine's CPU has bf16 arithmetic (x86: AVX512-BF16 or AMX-BF16; Arm: BF16),
-    read from /proc/cpuinfo's flags; False where they cannot be read. Infrastructure."""
+    read from the flags of /proc/cpuinfo (or of the file `cpuinfo`); False where they cannot be
+    read. This machine's answer is read once (autocast() asks every training step). Infrastructure."""
+    return _this_cpu_has_bf16() if cpuinfo is None else _bf16_in_flags(cpuinfo)
+
+
+def _bf16_in_flags(cpuinfo: str) -> bool:
     try:
         with open(cpuinfo) as f:
             flags = set()
@@ -56,6 +62,11 @@ def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     except OSError:
         return False
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def _this_cpu_has_bf16() -> bool:
+    return _bf16_in_flags("/proc/cpuinfo")
 
 
 def describe_device(device) -> str:
@@ -122,12 +133,10 @@ class Profile:
         run on a CPU without bf16 arithmetic (cpu_has_native_bf16) it is off unless SSL_AMP=1 asks
         for it: there a ResNet step under bf16 autocast is emulated, about 20x slower than in
         float32 (measured on a 2-core AVX2 machine), and CI's dry run would take an hour."""
-        amp = _env_flag("SSL_AMP", True)                               # a bad value fails anywhere
-        if (self.recipe or self.name) != "gpu" or not amp:
+        if not _env_flag("SSL_AMP", True) or (self.recipe or self.name) != "gpu":   # a bad value fails anywhere
             return False
-        if self.dry_run and self.device.type == "cpu" and not os.environ.get("SSL_AMP", "").strip():
-            return cpu_has_native_bf16()
-        return True
+        forced = bool(os.environ.get("SSL_AMP", "").strip())           # SSL_AMP=1 (0 returned above)
+        return forced or not (self.dry_run and self.device.type == "cpu") or cpu_has_native_bf16()
 
     def autocast(self):
         """The context for a training step's forward pass and loss:
