@@ -49,8 +49,8 @@ COURSE_RUN ?= student/05_moco_v1.ipynb
 course: student
 	$(BIN)/python -m ssl_core.course grade --expect "not done" $(COURSE_RUN)
 
-# Every notebook's gpu code path (ResNet-18, the papers' sizes and heads) for a couple of small
-# steps per training loop, on the CPU: a typo in a gpu-only branch fails here, not on a reader's GPU.
+# Every notebook's gpu code path (ResNet-18, the papers' sizes and heads) for one small
+# step per training loop, on the CPU: a typo in a gpu-only branch fails here, not on a reader's GPU.
 gpu-dry: $(STAMP)
 	SSL_PROFILE=gpu-dry $(BIN)/python -m pytest --nbval-lax notebooks/ -q -p no:cacheprovider
 

@@ -40,7 +40,7 @@ class OnDeviceLoader:
                              f"({len(images)} on {images.device}); move both with .to(device)")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        limits = dry_run_limits()  # a gpu-dry run: the gpu recipe, a couple of small steps per pass
+        limits = dry_run_limits()  # a gpu-dry run: the gpu recipe, one small step per pass
         self.max_steps = None
         if limits is not None:
             self.max_steps, batch_size = limits[0], min(batch_size, limits[1])

@@ -10,14 +10,15 @@ Infrastructure (used by every notebook's setup cell):
 | smoke   | cpu, always     | 2,000 train / 1,000 test images | whole notebook well under 2 min    |
 | laptop  | cpu, always     | full                            | main training <= 5 min on 2 cores  |
 | gpu     | cuda (required) | full                            | the paper's recipe at CIFAR scale  |
-| gpu-dry | cpu             | 200 train / 100 test images     | the gpu recipe, 2 steps per loop   |
+| gpu-dry | cpu             | 100 train / 50 test images      | the gpu recipe, 1 step per loop    |
 | auto    | gpu if CUDA is available, else laptop                                                     |
 
 gpu-dry is the gpu profile proven without a GPU (CI runs it): pick() returns the gpu values, so
 every gpu-only choice (backbone, widths, crop sizes, heads, schedules) executes, but on the CPU,
 with little data, `epochs()` capped at 1, every OnDeviceLoader capped at DRY_RUN_STEPS
-batches of at most DRY_RUN_BATCH images, and evaluate.refresh_bn_stats at DRY_RUN_BATCH
-images. The caps live here, in the loader and in the refresh, not in notebooks.
+batches of at most DRY_RUN_BATCH images, evaluate.refresh_bn_stats at DRY_RUN_BATCH images, and
+the kNN's k at the number of bank images (k = 200 > 100). The caps live here, in the loader and in
+evaluate, not in notebooks.
 
 smoke and laptop run on the CPU even where CUDA exists: they define a CPU budget, and the
 committed notebook outputs come from laptop runs, so they must mean the same on every machine.
@@ -35,8 +36,9 @@ from dataclasses import dataclass
 import torch
 
 PROFILES = ("smoke", "laptop", "gpu")
-DRY_RUN_STEPS = 2     # batches per pass over an OnDeviceLoader in a gpu-dry run
+DRY_RUN_STEPS = 1     # batches per pass over an OnDeviceLoader in a gpu-dry run (one step exercises the code path)
 DRY_RUN_BATCH = 32    # the largest batch in a gpu-dry run (ResNet-18 steps on 2 CPU cores)
+DRY_RUN_TRAIN, DRY_RUN_TEST = 100, 50   # images in a gpu-dry run (class-balanced subsets in the notebooks)
 _dry_run = False      # set by get_profile(); read by data.OnDeviceLoader through dry_run_limits()
 
 
@@ -115,7 +117,7 @@ class Profile:
     def epochs(self, **values):
         """pick() for a number of epochs (or a tuple of them): the same value, except in a gpu-dry
         run, where each is capped at 1 (together with the loader's step cap, every training loop
-        then runs a couple of steps). profile.epochs(smoke=2, laptop=6, gpu=200)."""
+        then runs a single step). profile.epochs(smoke=2, laptop=6, gpu=200)."""
         value = self.pick(**values)
         if not self.dry_run:
             return value
@@ -171,7 +173,7 @@ class Profile:
         """'profile laptop on cpu (2 threads)' / 'profile gpu on cuda (NVIDIA H100 80GB HBM3)'."""
         if self.dry_run:
             return (f"profile gpu-dry (the gpu recipe on {describe_device(self.device)}: {self.n_train} images, "
-                    f"<= {DRY_RUN_STEPS} steps of <= {DRY_RUN_BATCH} per loop, bf16 autocast "
+                    f"<= {DRY_RUN_STEPS} step(s) of <= {DRY_RUN_BATCH} per loop, bf16 autocast "
                     f"{'on' if self.mixed_precision else 'off: this CPU has no bf16 arithmetic (SSL_AMP=1 forces it)'})")
         return f"profile {self.name} on {describe_device(self.device)}"
 
@@ -189,7 +191,7 @@ def get_profile(name: str | None = None) -> Profile:
         chosen = "gpu" if torch.cuda.is_available() else "laptop"
     _dry_run = chosen == "gpu-dry"
     if _dry_run:
-        return Profile("gpu-dry", torch.device("cpu"), n_train=200, n_test=100, recipe="gpu", seed=seed)
+        return Profile("gpu-dry", torch.device("cpu"), n_train=DRY_RUN_TRAIN, n_test=DRY_RUN_TEST, recipe="gpu", seed=seed)
     if chosen not in PROFILES:
         origin = "get_profile()" if name is not None else "SSL_PROFILE"
         raise ValueError(f"unknown profile {requested!r} (from {origin}); valid names: {', '.join(PROFILES)}, gpu-dry, auto. "
@@ -198,7 +200,7 @@ def get_profile(name: str | None = None) -> Profile:
     if chosen == "gpu" and not torch.cuda.is_available():
         raise ValueError("profile 'gpu' needs CUDA, and torch.cuda.is_available() is False on this machine; "
                          "use the CPU budget instead: SSL_PROFILE=laptop (or get_profile(\"laptop\")); "
-                         "SSL_PROFILE=gpu-dry runs the gpu recipe's code for a couple of steps on the CPU.")
+                         "SSL_PROFILE=gpu-dry runs the gpu recipe's code for one step per loop on the CPU.")
     if chosen == "smoke":
         return Profile("smoke", torch.device("cpu"), n_train=2000, n_test=1000, seed=seed)
     device = torch.device("cuda" if chosen == "gpu" else "cpu")

@@ -204,7 +204,8 @@ def test_a_field_changed_after_construction_is_checked_at_the_call():
 def gpu_dry() -> profiles.Profile:
     """The gpu recipe on the CPU, built directly: get_profile("gpu-dry") would switch on the
     loader's dry-run caps for every later test."""
-    return profiles.Profile("gpu-dry", torch.device("cpu"), n_train=200, n_test=100, recipe="gpu")
+    return profiles.Profile("gpu-dry", torch.device("cpu"), n_train=profiles.DRY_RUN_TRAIN, n_test=profiles.DRY_RUN_TEST,
+                            recipe="gpu")
 
 
 ENV_CASES = [("SSL_AMP", "maybe"), ("SSL_AMP", "2"), ("SSL_COMPILE", "yes please"), ("SSL_COMPILE", "-1")]

@@ -90,16 +90,17 @@ def test_seed_everything_makes_every_generator_repeat():
 
 
 def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
-    from ssl_core import data
+    from ssl_core import data, profiles
     dry = get_profile("gpu-dry")
-    assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (200, 100)
+    assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (100, 50)
     assert dry.pick(smoke=1, laptop=15, gpu=200) == 200             # the gpu recipe's values ...
     assert dry.epochs(smoke=1, laptop=15, gpu=200) == 1             # ... but a single epoch
     assert dry.epochs(smoke=(10, 2), laptop=(100, 20), gpu=(60, 30)) == (1, 1)
     images = torch.zeros(512, 3, 4, 4, dtype=torch.uint8)
     loader = data.OnDeviceLoader(images, batch_size=256)
     batches = [x for _, x, _ in loader]
-    assert len(loader) == len(batches) == 2 and all(len(x) == 32 for x in batches)
+    assert len(loader) == len(batches) == profiles.DRY_RUN_STEPS == 1 and all(len(x) == 32 for x in batches)
+    assert dry.steps(smoke=30, laptop=560, gpu=19_500) == 1
     laptop = get_profile("laptop")                                 # switching back lifts the caps
     assert laptop.epochs(smoke=1, laptop=15, gpu=200) == 15 and not laptop.dry_run
     assert len(data.OnDeviceLoader(images, batch_size=256)) == 2 and len(list(data.OnDeviceLoader(images, batch_size=64))) == 8
@@ -118,6 +119,20 @@ def test_gpu_dry_caps_the_bn_refresh_at_one_dry_batch():
         evaluate.refresh_bn_stats(net, images, prep, batch_size=50)
         assert sum(seen) == expected, name
     get_profile("laptop")
+
+
+def test_gpu_dry_caps_the_knn_k_at_the_bank_size_and_only_there():
+    from ssl_core import evaluate
+    g = torch.Generator().manual_seed(0)
+    bank, labels, queries = torch.randn(100, 8, generator=g), torch.arange(100) % 10, torch.randn(7, 8, generator=g)
+    get_profile("gpu-dry")
+    try:                                     # the notebooks' k = 200 against the dry run's 100 bank images
+        assert torch.equal(evaluate.knn_predict(bank, labels, queries, 10, k=200),
+                           evaluate.knn_predict(bank, labels, queries, 10, k=100))
+    finally:
+        get_profile("laptop")
+    with pytest.raises(ValueError, match="k=200 is larger than the number of train samples"):
+        evaluate.knn_predict(bank, labels, queries, 10, k=200)
 
 
 def test_autocast_is_bf16_only_for_the_gpu_recipe_and_can_be_switched_off(monkeypatch):
