@@ -92,7 +92,7 @@ def test_seed_everything_makes_every_generator_repeat():
 def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
     from ssl_core import data, profiles
     dry = get_profile("gpu-dry")
-    assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (100, 50)
+    assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (60, 40)
     assert dry.pick(smoke=1, laptop=15, gpu=200) == 200             # the gpu recipe's values ...
     assert dry.epochs(smoke=1, laptop=15, gpu=200) == 1             # ... but a single epoch
     assert dry.epochs(smoke=(10, 2), laptop=(100, 20), gpu=(60, 30)) == (1, 1)
@@ -126,7 +126,7 @@ def test_gpu_dry_caps_the_knn_k_at_the_bank_size_and_only_there():
     g = torch.Generator().manual_seed(0)
     bank, labels, queries = torch.randn(100, 8, generator=g), torch.arange(100) % 10, torch.randn(7, 8, generator=g)
     get_profile("gpu-dry")
-    try:                                     # the notebooks' k = 200 against the dry run's 100 bank images
+    try:                                     # the notebooks' k = 200 against a bank of 100 images
         assert torch.equal(evaluate.knn_predict(bank, labels, queries, 10, k=200),
                            evaluate.knn_predict(bank, labels, queries, 10, k=100))
     finally:
