@@ -90,7 +90,7 @@ def test_seed_everything_makes_every_generator_repeat():
 
 
 def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
-    from ssl_core import data, profiles
+    from ssl_core import data
     dry = get_profile("gpu-dry")
     assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (60, 40)
     assert dry.pick(smoke=1, laptop=15, gpu=200) == 200             # the gpu recipe's values ...
