@@ -14,6 +14,7 @@ dataset's `source` says where its images came from (print `ds.describe()`).
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -23,12 +24,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
-try:  # torchvision's decoders are fast (about 3x PIL) but deprecated since 0.29: fall back to PIL without them
-    from torchvision.io import ImageReadMode, decode_image, read_file
-except ImportError:  # pragma: no cover - a future torchvision
-    decode_image = None
+# torchvision is imported where it is used (decoding, the official files), not here: a notebook that reads
+# the decoded cache never needs it, and importing it costs about a second per kernel (CI starts 30 of them).
 
 from ssl_core.checkpoint import atomic_write
 from ssl_core.loader import OnDeviceLoader  # noqa: F401  (re-exported: notebooks call data.OnDeviceLoader)
@@ -131,6 +129,17 @@ def _image_files(folder: Path) -> list[Path]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
 
 
+@functools.cache
+def _torchvision_decoder():
+    """torchvision's (decode_image, read_file, RGB mode), or None where it has none. Its decoders are fast
+    (about 3x PIL) but deprecated since 0.29: fall back to PIL without them."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+    except ImportError:  # pragma: no cover - a future torchvision
+        return None
+    return decode_image, read_file, ImageReadMode.RGB
+
+
 def _read_with_pil(file: Path) -> torch.Tensor:
     """PIL's decoder -> (3, H, W) uint8; 16-bit images are scaled to 8 bits, animations give frame 0."""
     import numpy as np
@@ -148,9 +157,11 @@ def _decode_file(file: Path, size: int | None) -> torch.Tensor:
     an animated GIF gives its first frame; a file that cannot be read is named in the error."""
     try:
         try:
-            if decode_image is None:
+            decoder = _torchvision_decoder()
+            if decoder is None:
                 raise RuntimeError("torchvision has no image decoder")
-            image = decode_image(read_file(str(file)), mode=ImageReadMode.RGB)
+            decode_image, read_file, rgb = decoder
+            image = decode_image(read_file(str(file)), mode=rgb)
         except RuntimeError:  # a format torchvision cannot decode (bmp, tiff ...), or no decoder: ask PIL
             image = _read_with_pil(file)
     except Exception as error:
@@ -215,6 +226,7 @@ class _Official:
 
 
 def _read_torchvision_cifar10(root: Path, split: str, download: bool):
+    import torchvision
     ds = torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download)
     images = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()  # (N,32,32,3) -> (N,3,32,32)
     labels = torch.as_tensor(ds.targets, dtype=torch.int64)
@@ -222,6 +234,7 @@ def _read_torchvision_cifar10(root: Path, split: str, download: bool):
 
 
 def _read_torchvision_stl10(root: Path, split: str, download: bool):
+    import torchvision
     ds = torchvision.datasets.STL10(str(root), split=split, download=download)
     images = torch.as_tensor(ds.data).contiguous()  # already (N,3,96,96)
     labels = torch.as_tensor(ds.labels, dtype=torch.int64)  # -1 for 'unlabeled'

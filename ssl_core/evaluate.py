@@ -124,9 +124,8 @@ def refresh_bn_stats(model: nn.Module, images: Tensor, preprocess: Preprocess,
     _check_positive_int(n_images, "n_images")
     _check_positive_int(batch_size, "batch_size")
     n = min(n_images, images.shape[0])
-    limits = profiles.dry_run_limits()
-    if limits is not None:                  # gpu-dry: the code path is under test, not the statistics
-        n = min(n, limits[1])
+    if profiles.dry_run_limits() is not None:   # gpu-dry: the code path is under test, not the statistics
+        n = min(n, profiles.DRY_RUN_BN_IMAGES)
     if n < 2:
         raise ValueError(f"refresh_bn_stats needs at least 2 images to estimate a variance, got {n}.")
     generator = torch.Generator().manual_seed(_BN_REFRESH_SEED)

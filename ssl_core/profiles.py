@@ -16,7 +16,7 @@ Infrastructure (used by every notebook's setup cell):
 gpu-dry is the gpu profile proven without a GPU (CI runs it): pick() returns the gpu values, so
 every gpu-only choice (backbone, widths, crop sizes, heads, schedules) executes, but on the CPU,
 with little data, `epochs()` capped at 1, every OnDeviceLoader capped at DRY_RUN_STEPS
-batches of at most DRY_RUN_BATCH images, evaluate.refresh_bn_stats at DRY_RUN_BATCH images, and
+batches of at most DRY_RUN_BATCH images, evaluate.refresh_bn_stats at DRY_RUN_BN_IMAGES images, and
 the kNN's k at the number of bank images (k = 200 > 60). The caps live here, in the loader and in
 evaluate, not in notebooks.
 
@@ -39,6 +39,7 @@ PROFILES = ("smoke", "laptop", "gpu")
 DRY_RUN_STEPS = 1     # batches per pass over an OnDeviceLoader in a gpu-dry run (one step exercises the code path)
 DRY_RUN_BATCH = 32    # the largest batch in a gpu-dry run (ResNet-18 steps on 2 CPU cores)
 DRY_RUN_TRAIN, DRY_RUN_TEST = 60, 40   # images in a gpu-dry run (class-balanced subsets in the notebooks)
+DRY_RUN_BN_IMAGES = 8  # images of a BN refresh in a gpu-dry run (every evaluation refreshes; 8 keep each BN's batch > 1)
 _dry_run = False      # set by get_profile(); read by data.OnDeviceLoader through dry_run_limits()
 
 

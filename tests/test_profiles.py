@@ -106,14 +106,14 @@ def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
     assert len(data.OnDeviceLoader(images, batch_size=256)) == 2 and len(list(data.OnDeviceLoader(images, batch_size=64))) == 8
 
 
-def test_gpu_dry_caps_the_bn_refresh_at_one_dry_batch():
+def test_gpu_dry_caps_the_bn_refresh_at_a_few_images():
     from ssl_core import evaluate
     seen = []
     net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
     net.register_forward_hook(lambda module, inputs, output: seen.append(len(inputs[0])))
     images = torch.randint(0, 256, (300, 3, 4, 4), dtype=torch.uint8)
     prep = lambda x: x.float() / 255                                     # noqa: E731
-    for name, expected in (("gpu-dry", profiles.DRY_RUN_BATCH), ("laptop", 300)):
+    for name, expected in (("gpu-dry", profiles.DRY_RUN_BN_IMAGES), ("laptop", 300)):
         get_profile(name)
         seen.clear()
         evaluate.refresh_bn_stats(net, images, prep, batch_size=50)
