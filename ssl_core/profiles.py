@@ -10,14 +10,14 @@ Infrastructure (used by every notebook's setup cell):
 | smoke   | cpu, always     | 2,000 train / 1,000 test images | whole notebook well under 2 min    |
 | laptop  | cpu, always     | full                            | main training <= 5 min on 2 cores  |
 | gpu     | cuda (required) | full                            | the paper's recipe at CIFAR scale  |
-| gpu-dry | cpu             | 60 train / 40 test images       | the gpu recipe, 1 step per loop    |
+| gpu-dry | cpu             | 40 train / 32 test images       | the gpu recipe, 1 step per loop    |
 | auto    | gpu if CUDA is available, else laptop                                                     |
 
 gpu-dry is the gpu profile proven without a GPU (CI runs it): pick() returns the gpu values, so
 every gpu-only choice (backbone, widths, crop sizes, heads, schedules) executes, but on the CPU,
 with little data, `epochs()` capped at 1, every OnDeviceLoader capped at DRY_RUN_STEPS
 batches of at most DRY_RUN_BATCH images, evaluate.refresh_bn_stats at DRY_RUN_BN_IMAGES images, and
-the kNN's k at the number of bank images (k = 200 > 60). The caps live here, in the loader and in
+the kNN's k at the number of bank images (k = 200 > 40). The caps live here, in the loader and in
 evaluate, not in notebooks.
 
 smoke and laptop run on the CPU even where CUDA exists: they define a CPU budget, and the
@@ -38,7 +38,7 @@ import torch
 PROFILES = ("smoke", "laptop", "gpu")
 DRY_RUN_STEPS = 1     # batches per pass over an OnDeviceLoader in a gpu-dry run (one step exercises the code path)
 DRY_RUN_BATCH = 32    # the largest batch in a gpu-dry run (ResNet-18 steps on 2 CPU cores)
-DRY_RUN_TRAIN, DRY_RUN_TEST = 60, 40   # images in a gpu-dry run (class-balanced subsets in the notebooks)
+DRY_RUN_TRAIN, DRY_RUN_TEST = 40, 32   # gpu-dry images (class-balanced subsets; test > 30: t-SNE perplexity, 05's 32-group probe)
 DRY_RUN_BN_IMAGES = 8  # images of a BN refresh in a gpu-dry run (every evaluation refreshes; 8 keep each BN's batch > 1)
 _dry_run = False      # set by get_profile(); read by data.OnDeviceLoader through dry_run_limits()
 

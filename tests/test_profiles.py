@@ -92,7 +92,7 @@ def test_seed_everything_makes_every_generator_repeat():
 def test_gpu_dry_runs_the_gpu_recipe_on_the_cpu_with_capped_loops(fake_cuda):
     from ssl_core import data
     dry = get_profile("gpu-dry")
-    assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (60, 40)
+    assert dry.device == torch.device("cpu") and dry.dry_run and (dry.n_train, dry.n_test) == (40, 32)
     assert dry.pick(smoke=1, laptop=15, gpu=200) == 200             # the gpu recipe's values ...
     assert dry.epochs(smoke=1, laptop=15, gpu=200) == 1             # ... but a single epoch
     assert dry.epochs(smoke=(10, 2), laptop=(100, 20), gpu=(60, 30)) == (1, 1)
