@@ -51,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--crop", type=int, default=20)
     p.add_argument("--blur", type=float, default=0.5, help="blur probability of aug+")
+    p.add_argument("--crop-scale", type=float, default=0.2,
+                   help="smallest crop, as a fraction of the image area (aug+: 0.2; the demo's RandomResizedCrop: 0.08)")
     p.add_argument("--head", choices=("mlp", "linear"), default="mlp")
     p.add_argument("--hidden", type=int, default=512); p.add_argument("--dim", type=int, default=128)
     p.add_argument("--tau", type=float, default=0.2)
@@ -121,7 +123,8 @@ def main() -> None:
     opt = torch.optim.SGD(f_q.parameters(), lr=a.lr, momentum=0.9, weight_decay=a.wd)
     lrs = schedules.cosine_schedule(a.lr, 0.0, a.steps)
     stats = (IMAGENET_MEAN, IMAGENET_STD) if a.norm == "imagenet" else (augment.CIFAR10_MEAN, augment.CIFAR10_STD)
-    aug = augment.mocov2_augment(size=a.crop, blur_p=a.blur, mean=stats[0], std=stats[1])
+    aug = augment.mocov2_augment(size=a.crop, blur_p=a.blur, crop_scale=(a.crop_scale, 1.0),
+                                 mean=stats[0], std=stats[1])
     if a.pipeline == "lightly":
         loader = lightly_views(fit.images, a.batch, a.seed)
     else:
