@@ -6,7 +6,6 @@ import contextlib
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,10 +25,9 @@ WORLD = 2
 TOL = dict(rtol=1e-5, atol=1e-7)   # "within 1e-5 relative"; atol only for exact zeros vs 1e-9 noise
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# No TCP port is chosen here: a port found free and then handed to the processes can be taken in
+# between (by a Jupyter kernel of a parallel test worker: it happened). The spawned processes meet in
+# a file (gloo's FileStore); torchrun --standalone binds a port of the OS's choosing itself.
 
 
 def global_batch(seed, *shape, dtype=torch.float64):
@@ -244,9 +242,9 @@ def check_dino_center(rank, world):
         torch.testing.assert_close(center.center, reference.center, **TOL)
 
 
-def _worker(rank, world, port):
+def _worker(rank, world, rendezvous_file):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous_file}", rank=rank, world_size=world)
     try:
         assert distributed.is_distributed() and distributed.rank() == rank and distributed.world_size() == world
         assert distributed.is_main() == (rank == 0)
@@ -259,8 +257,8 @@ def _worker(rank, world, port):
         dist.destroy_process_group()
 
 
-def test_two_gloo_processes_equal_one_process_on_the_global_batch():
-    mp.spawn(_worker, args=(WORLD, free_port()), nprocs=WORLD, join=True)
+def test_two_gloo_processes_equal_one_process_on_the_global_batch(tmp_path):
+    mp.spawn(_worker, args=(WORLD, str(tmp_path / "rendezvous")), nprocs=WORLD, join=True)
 
 
 # ---------------------------------------------------------------- one process: every helper a no-op
@@ -330,8 +328,8 @@ TRAIN_SCRIPT = textwrap.dedent('''
 
 
 def _torchrun(script, *args):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
-               str(free_port()), str(script), *map(str, args)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               str(script), *map(str, args)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
