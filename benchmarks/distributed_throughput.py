@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,17 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "notebooks" / "scripts" / "ddp_simclr.py"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_script(nproc: int, threads: int, batch: int, steps: int, profile: str, extra=()) -> dict:
     """One torchrun launch of the DDP script for `steps` steps; its last JSON line (rank 0)."""
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-                   "--master_port", str(free_port()), str(SCRIPT), "--out", str(Path(tmp) / "bench.pt"),
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                   str(SCRIPT), "--out", str(Path(tmp) / "bench.pt"),
                    "--batch-size", str(batch), "--max-steps", str(steps), *extra]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "SSL_PROFILE": profile}
         t0 = time.perf_counter()
@@ -61,9 +54,9 @@ def run_script(nproc: int, threads: int, batch: int, steps: int, profile: str, e
     return {**record, "wall_s": round(wall, 1)}
 
 
-def _time_collectives(rank, world, port, numel, batch, repeats, out):
+def _time_collectives(rank, world, rendezvous_file, numel, batch, repeats, out):
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous_file}", rank=rank, world_size=world)
     grad, feats, feats_grad = torch.randn(numel), torch.randn(batch // world, 128), torch.randn(batch, 128)
     ops = {  # name: (calls per training step, one call)
         f"all_reduce of the gradient ({numel:,} floats, DDP)": (1, lambda: dist.all_reduce(grad)),
@@ -89,7 +82,9 @@ def time_collectives(numel: int, batch: int, repeats: int = 20) -> dict:
     """{name: (calls per step, seconds per call)} of the collectives of one step, on 2 gloo processes, alone."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    mp.spawn(_time_collectives, args=(2, free_port(), numel, batch, repeats, out), nprocs=2, join=True)
+    with tempfile.TemporaryDirectory() as tmp:   # the processes meet in a file: no port to pick ahead
+        mp.spawn(_time_collectives, args=(2, str(Path(tmp) / "rendezvous"), numel, batch, repeats, out), nprocs=2,
+                 join=True)
     return out.get()
 
 
