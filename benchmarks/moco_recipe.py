@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=20)
     p.add_argument("--blur", type=float, default=0.5, help="blur probability of aug+")
     p.add_argument("--crop-scale", type=float, default=0.2,
-                   help="smallest crop, as a fraction of the image area (aug+: 0.2; the demo's RandomResizedCrop: 0.08)")
+                   help="smallest crop, a fraction of the image area (aug+: 0.2; the demo's RandomResizedCrop: 0.08)")
     p.add_argument("--head", choices=("mlp", "linear"), default="mlp")
     p.add_argument("--hidden", type=int, default=512); p.add_argument("--dim", type=int, default=128)
     p.add_argument("--tau", type=float, default=0.2)

@@ -38,7 +38,7 @@ import torch
 PROFILES = ("smoke", "laptop", "gpu")
 DRY_RUN_STEPS = 1     # batches per pass over an OnDeviceLoader in a gpu-dry run (one step exercises the code path)
 DRY_RUN_BATCH = 32    # the largest batch in a gpu-dry run (ResNet-18 steps on 2 CPU cores)
-DRY_RUN_TRAIN, DRY_RUN_TEST = 40, 32   # gpu-dry images (class-balanced subsets; test > 30: t-SNE perplexity, 05's 32-group probe)
+DRY_RUN_TRAIN, DRY_RUN_TEST = 40, 32   # gpu-dry images, class-balanced; test > 30 (t-SNE, 05's 32-group probe)
 DRY_RUN_BN_IMAGES = 8  # images of a BN refresh in a gpu-dry run (every evaluation refreshes; 8 keep each BN's batch > 1)
 _dry_run = False      # set by get_profile(); read by data.OnDeviceLoader through dry_run_limits()
 
